@@ -1,0 +1,1 @@
+//! stasis-image
