@@ -1,1 +1,32 @@
-//! stasis-archive
+//! stasis-archive: the pure parts of checkpoint/restore, interchangeable with Podman 4.3.
+//!
+//! No processes, no root (except for building whiteouts in the rootfs-diff tests):
+//! * [`names`]: entry names inside a checkpoint archive;
+//! * [`config`]: `config.dump` (libpod `ContainerConfig`) and `spec.dump`;
+//! * [`network`]: `network.status`;
+//! * [`stats`]: CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
+//! * [`rootfs_diff`]: overlay upper directory → `rootfs-diff.tar` list and `deleted.files`;
+//! * [`port`]: `--publish` specs;
+//! * [`import`]: the restore decision logic of Podman's `CRImportCheckpoint`.
+//!
+//! Every module has its own error enum; [`ArchiveError`] folds them together.
+
+pub mod config;
+mod json;
+pub mod names;
+pub mod port;
+
+pub use config::{parse_spec_dump, ConfigError, ContainerConfig, NamedVolume, PerNetworkOptions};
+pub use json::{go_time, JsonProblem};
+pub use port::{parse_publish, parse_publish_list, PortError, PortMapping};
+
+/// Any error of this crate.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiveError {
+    /// `config.dump` / `spec.dump`.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// `--publish`.
+    #[error(transparent)]
+    Port(#[from] PortError),
+}
