@@ -5,16 +5,16 @@
 //! * [`config`]: `config.dump` (libpod `ContainerConfig`) and `spec.dump`;
 //! * [`network`]: `network.status`;
 //! * [`stats`]: CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
-//! * [`rootfs_diff`]: overlay upper directory → `rootfs-diff.tar` list and `deleted.files`;
 //! * [`port`]: `--publish` specs;
-//! * [`import`]: the restore decision logic of Podman's `CRImportCheckpoint`.
 //!
 //! Every module has its own error enum; [`ArchiveError`] folds them together.
 
 pub mod config;
 mod json;
 pub mod names;
+pub mod network;
 pub mod port;
+pub mod stats;
 
 pub use config::{parse_spec_dump, ConfigError, ContainerConfig, NamedVolume, PerNetworkOptions};
 pub use json::{go_time, JsonProblem};
@@ -26,6 +26,12 @@ pub enum ArchiveError {
     /// `config.dump` / `spec.dump`.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// `network.status` encoding.
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
+    /// CRIU statistics images.
+    #[error(transparent)]
+    Stats(#[from] stats::StatsError),
     /// `--publish`.
     #[error(transparent)]
     Port(#[from] PortError),
