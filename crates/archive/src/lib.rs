@@ -1,11 +1,12 @@
 //! stasis-archive: the pure parts of checkpoint/restore, interchangeable with Podman 4.3.
 //!
 //! No processes, no root (except for building whiteouts in the rootfs-diff tests):
-//! * [`names`]: entry names inside a checkpoint archive;
-//! * [`config`]: `config.dump` (libpod `ContainerConfig`) and `spec.dump`;
-//! * [`network`]: `network.status`;
-//! * [`stats`]: CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
-//! * [`port`]: `--publish` specs;
+//! * [`names`] — entry names inside a checkpoint archive;
+//! * [`config`] — `config.dump` (libpod `ContainerConfig`) and `spec.dump`;
+//! * [`network`] — `network.status`;
+//! * [`stats`] — CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
+//! * [`rootfs_diff`] — overlay upper directory → `rootfs-diff.tar` list and `deleted.files`;
+//! * [`port`] — `--publish` specs;
 //!
 //! Every module has its own error enum; [`ArchiveError`] folds them together.
 
@@ -14,6 +15,7 @@ mod json;
 pub mod names;
 pub mod network;
 pub mod port;
+pub mod rootfs_diff;
 pub mod stats;
 
 pub use config::{parse_spec_dump, ConfigError, ContainerConfig, NamedVolume, PerNetworkOptions};
@@ -32,6 +34,9 @@ pub enum ArchiveError {
     /// CRIU statistics images.
     #[error(transparent)]
     Stats(#[from] stats::StatsError),
+    /// Rootfs diff and `deleted.files`.
+    #[error(transparent)]
+    RootfsDiff(#[from] rootfs_diff::RootfsDiffError),
     /// `--publish`.
     #[error(transparent)]
     Port(#[from] PortError),
