@@ -364,3 +364,13 @@ impl<W: Write> TarBuilder<W> {
         self.inner.get_mut()
     }
 }
+
+#[cfg(test)]
+pub(crate) mod tests_support {
+    use std::path::Path;
+
+    /// The xattrs [`super::TarBuilder`] would archive for `path`.
+    pub(crate) fn xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, crate::TarError> {
+        super::read_xattrs(path)
+    }
+}

@@ -243,6 +243,15 @@ fn parse_pax_time(v: &[u8]) -> Option<rustix::fs::Timespec> {
     }
 }
 
+/// A numeric header field; an all-blank field counts as 0 (as Go reads it).
+fn numeric(raw: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
+    match parsed {
+        Ok(v) => Ok(v),
+        Err(_) if raw.iter().all(|b| *b == 0 || *b == b' ') => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
 fn parse_pax_id(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
@@ -380,9 +389,11 @@ impl Unpacker<'_> {
         if !self.opts.preserve_ownership {
             mode &= !0o6000;
         }
-        let mut uid = h.uid().map_err(|e| self.invalid(format!("uid: {e}")))?;
-        let mut gid = h.gid().map_err(|e| self.invalid(format!("gid: {e}")))?;
-        let secs = h.mtime().map_err(|e| self.invalid(format!("mtime: {e}")))?;
+        let old = h.as_old();
+        let mut uid = numeric(&old.uid, h.uid()).map_err(|e| self.invalid(format!("uid: {e}")))?;
+        let mut gid = numeric(&old.gid, h.gid()).map_err(|e| self.invalid(format!("gid: {e}")))?;
+        let secs =
+            numeric(&old.mtime, h.mtime()).map_err(|e| self.invalid(format!("mtime: {e}")))?;
         let mut mtime = timespec(i64::try_from(secs).unwrap_or(i64::MAX), 0);
         let mut xattrs = Vec::new();
         let pax = entry
@@ -810,7 +821,16 @@ impl Unpacker<'_> {
             });
         }
         let (tparent, tname) = Self::split_last(&tcomps);
-        let (_, tdir) = self.open_parent(tparent, false)?;
+        let (_, tdir) = match self.open_parent(tparent, false) {
+            Ok(found) => found,
+            Err(TarError::Io { .. }) => {
+                return Err(TarError::HardLinkTarget {
+                    entry,
+                    target: shown,
+                })
+            }
+            Err(e) => return Err(e),
+        };
         let tos = OsStr::from_bytes(tname);
         match rustix::fs::statat(&*tdir, tos, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {}
