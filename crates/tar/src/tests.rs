@@ -1232,3 +1232,98 @@ fn non_utf8_names_are_kept() -> R {
     assert_eq!(fs::read(sb.dest.join(OsStr::from_bytes(b"caf\xe9")))?, b"x");
     Ok(())
 }
+
+#[test]
+fn layer_overlay_xattrs_are_ignored() -> R {
+    let tar = Raw::new()
+        .pax(&[
+            ("SCHILY.xattr.trusted.overlay.redirect", b"/etc"),
+            ("SCHILY.xattr.trusted.overlay.opaque", b"y"),
+            (
+                "SCHILY.xattr.security.capability",
+                &[1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+        ])
+        .dir("d", 0o755)
+        .done();
+    let sb = sandbox();
+    let layer = UnpackOptions {
+        overlay_whiteouts: true,
+        ..UnpackOptions::default()
+    };
+    sb.unpack(&tar, &layer)?;
+    assert_eq!(
+        getxattr(&sb.dest.join("d"), "trusted.overlay.redirect"),
+        None
+    );
+    assert_eq!(getxattr(&sb.dest.join("d"), "trusted.overlay.opaque"), None);
+    assert!(getxattr(&sb.dest.join("d"), "security.capability").is_some());
+    // outside layer mode they are applied like any xattr
+    let sb = sandbox();
+    sb.unpack(&tar, &strict())?;
+    assert_eq!(
+        getxattr(&sb.dest.join("d"), "trusted.overlay.redirect").as_deref(),
+        Some(&b"/etc"[..])
+    );
+    Ok(())
+}
+
+#[test]
+fn public_types_are_send() {
+    fn send<T: Send>() {}
+    send::<Compressor<Vec<u8>>>();
+    send::<TarBuilder<Vec<u8>>>();
+    send::<TarError>();
+    send::<UnpackOptions>();
+}
+
+fn octal(field: &mut [u8], v: u64) {
+    let s = format!("{v:0width$o}", width = field.len() - 1);
+    field[..s.len()].copy_from_slice(s.as_bytes());
+    field[s.len()] = 0;
+}
+
+/// A GNU sparse entry: 3 data bytes at offset 5 MiB of a 10 MiB file.
+fn sparse_tar() -> Vec<u8> {
+    let mut h = Header::new_gnu();
+    h.set_entry_type(EntryType::GNUSparse);
+    h.set_size(3);
+    h.set_mode(0o644);
+    h.set_mtime(1);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.as_old_mut().name[..6].copy_from_slice(b"sparse");
+    if let Some(gnu) = h.as_gnu_mut() {
+        octal(&mut gnu.sparse[0].offset, 5 << 20);
+        octal(&mut gnu.sparse[0].numbytes, 3);
+        octal(&mut gnu.sparse[1].offset, 10 << 20);
+        octal(&mut gnu.sparse[1].numbytes, 0);
+        octal(&mut gnu.realsize, 10 << 20);
+    }
+    let mut raw = Raw::new();
+    raw.put(h, b"abc");
+    raw.done()
+}
+
+#[test]
+fn gnu_sparse_files_and_byte_limit() -> R {
+    let tar = sparse_tar();
+    let sb = sandbox();
+    let stats = sb.unpack(&tar, &strict())?;
+    assert_eq!(stats.bytes, 10 << 20);
+    let data = fs::read(sb.dest.join("sparse"))?;
+    assert_eq!(data.len(), 10 << 20);
+    assert_eq!(&data[5 << 20..(5 << 20) + 3], b"abc");
+    assert!(data[..5 << 20].iter().all(|b| *b == 0));
+    // the logical size counts against max_bytes, not the 3 archived bytes
+    let sb = sandbox();
+    let opts = UnpackOptions {
+        max_bytes: Some(1 << 20),
+        ..UnpackOptions::default()
+    };
+    assert_eq!(
+        sb.unpack_err(&tar, &opts),
+        r#"archive exceeds the size limit of 1048576 bytes at entry "sparse""#
+    );
+    Ok(())
+}

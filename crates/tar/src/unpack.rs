@@ -43,8 +43,9 @@ const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 pub struct UnpackOptions {
     /// Image layers: `.wh.NAME` becomes an overlay whiteout (character device
     /// 0/0 named NAME) and `.wh..wh..opq` sets `trusted.overlay.opaque=y` on
-    /// its directory; other `.wh..wh.*` entries are skipped. When false, `.wh.`
-    /// entries are ordinary files.
+    /// its directory; other `.wh..wh.*` entries are skipped, and overlay
+    /// xattrs (`trusted.overlay.*`, `user.overlay.*`) carried by the archive
+    /// are ignored. When false, `.wh.` entries are ordinary files.
     pub overlay_whiteouts: bool,
     /// Applying onto an existing tree: symlinks in parent paths are resolved
     /// inside `dest` (chroot semantics). When false, an entry whose parent
@@ -252,6 +253,14 @@ fn numeric(raw: &[u8], parsed: io::Result<u64>) -> io::Result<u64> {
     }
 }
 
+/// overlayfs metadata xattrs. In image layers (`overlay_whiteouts`) they are
+/// dropped: overlay metadata must only come from whiteout conversion, never
+/// from the archive (a crafted `redirect`/`metacopy`/`origin` would steer
+/// overlayfs lookups).
+fn is_overlay_xattr(name: &[u8]) -> bool {
+    name.starts_with(b"trusted.overlay.") || name.starts_with(b"user.overlay.")
+}
+
 fn parse_pax_id(v: &[u8]) -> Option<u64> {
     std::str::from_utf8(v).ok()?.parse().ok()
 }
@@ -407,6 +416,9 @@ impl Unpacker<'_> {
                 if let Some(name) = key.strip_prefix(b"SCHILY.xattr.") {
                     if name.is_empty() || name.contains(&0) {
                         return Err(self.invalid(format!("bad xattr name {:?}", lossy(name))));
+                    }
+                    if self.opts.overlay_whiteouts && is_overlay_xattr(name) {
+                        continue;
                     }
                     xattrs.push((name.to_vec(), value.to_vec()));
                 } else if key == b"mtime" {
@@ -681,6 +693,8 @@ impl Unpacker<'_> {
         comps: &[Vec<u8>],
         meta: &Meta,
     ) -> Result<(), TarError> {
+        // For GNU sparse files the tar crate reports the logical size (holes
+        // included), which is what gets written and counted.
         let size = entry.size();
         if let Some(limit) = self.opts.max_bytes {
             if self.stats.bytes.saturating_add(size) > limit {
@@ -719,6 +733,14 @@ impl Unpacker<'_> {
                     })
                 }
             };
+            if let Some(limit) = self.opts.max_bytes {
+                if self.stats.bytes + written + n as u64 > limit {
+                    return Err(TarError::TooLarge {
+                        limit,
+                        entry: self.entry_name(),
+                    });
+                }
+            }
             let chunk = self.buf.get(..n).unwrap_or_default();
             file.write_all(chunk)
                 .map_err(|e| TarError::io(self.ctx("writing file"), e))?;
