@@ -7,10 +7,12 @@
 //! * [`stats`] — CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
 //! * [`rootfs_diff`] — overlay upper directory → `rootfs-diff.tar` list and `deleted.files`;
 //! * [`port`] — `--publish` specs;
+//! * [`import`] — the restore decision logic of Podman's `CRImportCheckpoint`.
 //!
 //! Every module has its own error enum; [`ArchiveError`] folds them together.
 
 pub mod config;
+pub mod import;
 mod json;
 pub mod names;
 pub mod network;
@@ -37,6 +39,9 @@ pub enum ArchiveError {
     /// Rootfs diff and `deleted.files`.
     #[error(transparent)]
     RootfsDiff(#[from] rootfs_diff::RootfsDiffError),
+    /// Import planning.
+    #[error(transparent)]
+    Import(#[from] import::ImportError),
     /// `--publish`.
     #[error(transparent)]
     Port(#[from] PortError),
