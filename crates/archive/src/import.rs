@@ -812,7 +812,8 @@ mod tests {
 
     #[test]
     fn unshared_namespaces_each_and_in_order() {
-        let cases: [(&str, fn(&mut Shares), &str); 5] = [
+        type Case = (&'static str, fn(&mut Shares), &'static str);
+        let cases: [Case; 5] = [
             ("ipc", |s| s.ipc = false, "IPC"),
             ("net", |s| s.net = false, "network"),
             ("pid", |s| s.pid = false, "PID"),
