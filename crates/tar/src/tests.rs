@@ -1327,3 +1327,44 @@ fn gnu_sparse_files_and_byte_limit() -> R {
     );
     Ok(())
 }
+
+/// Throughput check, run by hand: `cargo test --release -p stasis-tar -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn bench_large_round_trip() -> R {
+    let tmp = tempfile::tempdir()?;
+    let src = tmp.path().join("src");
+    fs::create_dir(&src)?;
+    let mut f = fs::File::create(src.join("pages-1.img"))?;
+    let chunk: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    for _ in 0..1024 {
+        f.write_all(&chunk)?;
+    }
+    drop(f);
+    for (c, threads) in [
+        (Compression::None, 0),
+        (Compression::Zstd, 2),
+        (Compression::Gzip, 0),
+    ] {
+        let archive = tmp.path().join("a.tar");
+        let t0 = std::time::Instant::now();
+        let mut t = TarBuilder::new(compress(fs::File::create(&archive)?, c, None, threads)?);
+        t.append_tree("checkpoint", &src)?;
+        t.finish()?.finish()?;
+        let t1 = t0.elapsed();
+        let dst = tmp.path().join(format!("dst-{c}"));
+        fs::create_dir(&dst)?;
+        let t0 = std::time::Instant::now();
+        let (_, r) = decompress(fs::File::open(&archive)?)?;
+        unpack(r, &dst, &UnpackOptions::default())?;
+        let t2 = t0.elapsed();
+        eprintln!(
+            "{c}: 1 GiB pack {t1:?}, unpack {t2:?}, archive {} MiB",
+            fs::metadata(&archive)?.len() >> 20
+        );
+        fs::remove_dir_all(&dst)?;
+    }
+    Ok(())
+}
