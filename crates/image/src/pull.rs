@@ -148,6 +148,12 @@ pub(crate) fn pull(
             }
             .into());
         }
+        // Never read more than the manifest announces (one byte more makes the digest fail).
+        let reader: Box<dyn std::io::Read + Send> = if layer.size > 0 {
+            Box::new(std::io::Read::take(reader, layer.size + 1))
+        } else {
+            reader
+        };
         let (reader, bar) = progress.wrap(reader, len.or(Some(layer.size)), short);
         let expect = Expect {
             compressed: Some((&layer.digest, &claimed_by)),

@@ -160,7 +160,7 @@ fn bad_archives_leave_nothing_behind() {
     docker_archive(
         &lie,
         "localhost/lie:1",
-        &[good.clone()],
+        std::slice::from_ref(&good),
         Some(vec![format!("sha256:{}", "1".repeat(64))]),
     );
     fails_cleanly(
