@@ -1,0 +1,59 @@
+//! `container cleanup`: what happens after a container's process ended — called by conmon's
+//! exit command, and by any command that notices the exit first. Idempotent.
+
+use crate::db::{self, ContainerRecord, State};
+use crate::{mounts, netns, Engine, EngineError};
+
+impl Engine {
+    /// Entry point of conmon's exit command.
+    pub fn cleanup(&self, key: &str) -> Result<(), EngineError> {
+        let c = self.lookup(key)?;
+        let _lock = self.lock(&c.id)?;
+        self.refresh(&c.id).map(drop)
+    }
+
+    /// Records the exit (caller holds the lock) and tears down runtime resources: runc's
+    /// container, the rootfs and shm mounts, the network namespace. Keeps going on errors and
+    /// reports them all.
+    pub(crate) fn finish(
+        &self,
+        mut c: ContainerRecord,
+        code: Option<i32>,
+    ) -> Result<ContainerRecord, EngineError> {
+        let errors = self.teardown(&c);
+        c.state = State::Exited;
+        c.exit_code = Some(code.unwrap_or(if c.checkpointed { 137 } else { -1 }));
+        c.pid = None;
+        c.conmon_pid = None;
+        c.finished_at = Some(crate::container::create::now());
+        db::update(self.conn(), &c)?;
+        if errors.is_empty() {
+            Ok(c)
+        } else {
+            Err(EngineError::msg(format!(
+                "cleaning up container {}: {}",
+                c.name,
+                errors.join("; ")
+            )))
+        }
+    }
+
+    /// Releases everything a started container holds. Returns the errors met on the way.
+    pub(crate) fn teardown(&self, c: &ContainerRecord) -> Vec<String> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.runc.delete(&c.id, true) {
+            errors.push(e.to_string());
+        }
+        for p in [self.layout.merged(&c.id), self.layout.shm(&c.id)] {
+            if let Err(e) = mounts::unmount(&p) {
+                errors.push(e.to_string());
+            }
+        }
+        if let Some(ns) = &c.config.netns {
+            if let Err(e) = netns::remove(std::path::Path::new(ns)) {
+                errors.push(format!("removing network namespace {ns}: {e}"));
+            }
+        }
+        errors
+    }
+}

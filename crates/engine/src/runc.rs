@@ -1,0 +1,209 @@
+//! Thin driver for the runc binary: one method per runc verb, errors carrying runc's own words.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// Errors of the runc driver.
+#[derive(Debug, thiserror::Error)]
+pub enum RuncError {
+    #[error("cannot run {bin}: {source} (install runc: scripts/install-deps.sh)")]
+    Spawn {
+        bin: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("runc {verb} {id} failed: {message}")]
+    Failed {
+        verb: &'static str,
+        id: String,
+        message: String,
+    },
+    #[error("runc state {id}: unreadable output: {0}", id = .1)]
+    BadState(serde_json::Error, String),
+}
+
+/// What `runc state` reports.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct RuncState {
+    pub status: String,
+    pub pid: i32,
+}
+
+/// A runc binary and the state directory (`--root`) it keeps its containers in.
+#[derive(Debug, Clone)]
+pub struct Runc {
+    pub bin: PathBuf,
+    pub root: PathBuf,
+}
+
+/// Options shared by checkpoint and restore (passed through to CRIU by runc).
+#[derive(Debug, Clone, Default)]
+pub struct CriuOpts {
+    pub tcp_established: bool,
+    pub file_locks: bool,
+}
+
+/// Pulls the `msg=` text out of runc's logfmt lines, else returns stderr trimmed.
+pub fn runc_message(stderr: &str) -> String {
+    let msgs: Vec<String> = stderr
+        .lines()
+        .filter_map(|l| {
+            let i = l.find("msg=")?;
+            let rest = &l[i + 4..];
+            Some(if let Some(q) = rest.strip_prefix('"') {
+                let mut out = String::new();
+                let mut esc = false;
+                for c in q.chars() {
+                    if esc {
+                        out.push(c);
+                        esc = false;
+                    } else if c == '\\' {
+                        esc = true;
+                    } else if c == '"' {
+                        break;
+                    } else {
+                        out.push(c);
+                    }
+                }
+                out
+            } else {
+                rest.split(' ').next().unwrap_or("").to_string()
+            })
+        })
+        .collect();
+    if msgs.is_empty() {
+        stderr.trim().to_string()
+    } else {
+        msgs.join("; ")
+    }
+}
+
+impl Runc {
+    pub fn new(bin: impl Into<PathBuf>, root: impl Into<PathBuf>) -> Self {
+        Self {
+            bin: bin.into(),
+            root: root.into(),
+        }
+    }
+
+    /// `runc --root ROOT`, ready for a verb.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(&self.bin);
+        c.arg("--root").arg(&self.root);
+        c
+    }
+
+    fn run(&self, verb: &'static str, id: &str, args: &[&str]) -> Result<String, RuncError> {
+        let out = self
+            .command()
+            .arg(verb)
+            .args(args)
+            .arg(id)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuncError::Spawn {
+                bin: self.bin.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(RuncError::Failed {
+                verb,
+                id: id.to_string(),
+                message: runc_message(&String::from_utf8_lossy(&out.stderr)),
+            })
+        }
+    }
+
+    /// The container's runc state, or `None` when runc does not know it.
+    pub fn state(&self, id: &str) -> Result<Option<RuncState>, RuncError> {
+        match self.run("state", id, &[]) {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .map_err(|e| RuncError::BadState(e, id.to_string())),
+            Err(RuncError::Failed { message, .. })
+                if message.contains("does not exist") || message.contains("not exist") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn start(&self, id: &str) -> Result<(), RuncError> {
+        self.run("start", id, &[]).map(drop)
+    }
+
+    pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuncError> {
+        let sig = signal.to_string();
+        if all {
+            self.run("kill", id, &["--all"]).map(drop)?;
+        }
+        let out = self
+            .command()
+            .arg("kill")
+            .arg(id)
+            .arg(&sig)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|source| RuncError::Spawn {
+                bin: self.bin.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(RuncError::Failed {
+                verb: "kill",
+                id: id.to_string(),
+                message: runc_message(&String::from_utf8_lossy(&out.stderr)),
+            })
+        }
+    }
+
+    pub fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {
+        let args: &[&str] = if force { &["--force"] } else { &[] };
+        match self.run("delete", id, args) {
+            Err(RuncError::Failed { message, .. }) if message.contains("not exist") => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// `runc checkpoint`: dumps the container through CRIU into `image_path`, writing CRIU's
+    /// log and stats into `work_path`.
+    pub fn checkpoint(
+        &self,
+        id: &str,
+        image_path: &Path,
+        work_path: &Path,
+        leave_running: bool,
+        opts: &CriuOpts,
+    ) -> Result<(), RuncError> {
+        let image = format!("--image-path={}", image_path.display());
+        let work = format!("--work-path={}", work_path.display());
+        let mut args = vec![image.as_str(), work.as_str()];
+        if leave_running {
+            args.push("--leave-running");
+        }
+        if opts.tcp_established {
+            args.push("--tcp-established");
+        }
+        if opts.file_locks {
+            args.push("--file-locks");
+        }
+        self.run("checkpoint", id, &args).map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extracts_logfmt_messages() {
+        let s = "time=\"2026-01-01T00:00:00Z\" level=error msg=\"container \\\"x\\\" does not exist\"\n";
+        assert_eq!(runc_message(s), "container \"x\" does not exist");
+        assert_eq!(runc_message("  plain failure \n"), "plain failure");
+    }
+}

@@ -1,0 +1,293 @@
+//! Flags and verbs, spelled as Podman spells them.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "stasis",
+    version,
+    about = "A daemonless container engine built around checkpoint/restore"
+)]
+pub struct Cli {
+    /// Persistent storage root
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/stasis",
+        env = "STASIS_ROOT"
+    )]
+    pub root: PathBuf,
+    /// Runtime state directory
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/stasis",
+        env = "STASIS_RUNROOT"
+    )]
+    pub runroot: PathBuf,
+    #[command(subcommand)]
+    pub command: Top,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Top {
+    /// Manage containers
+    #[command(subcommand)]
+    Container(ContainerCmd),
+    /// Manage images
+    #[command(subcommand)]
+    Image(ImageCmd),
+    #[command(flatten)]
+    Ctr(ContainerCmd),
+    /// List images
+    Images(ImagesArgs),
+    /// Remove images
+    Rmi(RmiArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// Load an image from a docker-archive or oci-archive
+    Load(LoadArgs),
+    /// Import a root filesystem tarball as an image
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCmd {
+    /// Create and start a container
+    Run(RunArgs),
+    /// Create a container
+    Create(RunArgs),
+    /// Start containers
+    Start(NamesArgs),
+    /// Stop containers
+    Stop(StopArgs),
+    /// Send a signal to containers
+    Kill(KillArgs),
+    /// Remove containers
+    Rm(RmArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(NamesArgs),
+    /// List containers
+    #[command(alias = "ls", alias = "list")]
+    Ps(PsArgs),
+    /// Show a container's configuration and state as JSON
+    Inspect(InspectArgs),
+    /// Show a container's output
+    Logs(LogsArgs),
+    /// Run a process in a running container
+    Exec(ExecArgs),
+    /// Release a stopped container's runtime resources (conmon calls this)
+    #[command(hide = true)]
+    Cleanup(NamesArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCmd {
+    /// Load an image from a docker-archive or oci-archive
+    Load(LoadArgs),
+    /// Import a root filesystem tarball as an image
+    Import(ImportArgs),
+    /// Pull an image from a registry
+    Pull(PullArgs),
+    /// List images
+    #[command(alias = "ls", alias = "list")]
+    Images(ImagesArgs),
+    /// Show an image's configuration as JSON
+    Inspect(ImageInspectArgs),
+    /// Remove images
+    #[command(alias = "rmi")]
+    Rm(RmiArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// Name of the container
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Run in the background and print the container ID
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Set environment variables (KEY=VALUE)
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(long)]
+    pub hostname: Option<String>,
+    /// Override the image's entrypoint
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Set labels (KEY=VALUE)
+    #[arg(short, long = "label")]
+    pub label: Vec<String>,
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    #[arg(long)]
+    pub stop_timeout: Option<u32>,
+    /// Remove the container when it exits
+    #[arg(long)]
+    pub rm: bool,
+    /// Keep stdin open (accepted for compatibility)
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal (not supported yet)
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Image to run
+    pub image: String,
+    /// Command and arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(short = 't', long = "time", alias = "timeout")]
+    pub time: Option<u32>,
+    /// Stop all running containers
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Remove running containers too (killing them)
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove all containers
+    #[arg(short, long)]
+    pub all: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers, not only running ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Print IDs only
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Output format: table or json
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Do not truncate IDs
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+    #[arg(short, long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    #[arg(short, long)]
+    pub workdir: Option<String>,
+    #[arg(short, long)]
+    pub user: Option<String>,
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(short, long)]
+    pub tty: bool,
+    #[arg(short, long)]
+    pub detach: bool,
+    pub container: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImagesArgs {
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub format: Option<String>,
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmiArgs {
+    /// Remove containers using the image too
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Require HTTPS and verify certificates (false: plain HTTP)
+    #[arg(long, default_value = "true", num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub tls_verify: bool,
+    /// USERNAME[:PASSWORD] for the registry
+    #[arg(long)]
+    pub creds: Option<String>,
+    #[arg(short, long)]
+    pub quiet: bool,
+    pub image: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LoadArgs {
+    /// Archive to read
+    #[arg(short, long)]
+    pub input: PathBuf,
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// Apply a Dockerfile-style change (CMD, ENTRYPOINT, ENV, WORKDIR)
+    #[arg(short, long)]
+    pub change: Vec<String>,
+    /// Root filesystem tarball ("-" for stdin)
+    pub file: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ImageInspectArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+}

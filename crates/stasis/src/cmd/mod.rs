@@ -1,0 +1,62 @@
+//! Verb dispatch. Each verb prints what Podman prints and returns the process exit code.
+
+mod container;
+mod image;
+
+use anyhow::Result;
+use stasis_engine::{Engine, EngineOptions};
+
+use crate::cli::{Cli, ImageCmd, Top};
+
+/// Exit code for engine errors (Podman's convention).
+pub const EXIT_ENGINE: u8 = 125;
+
+pub fn run(cli: Cli) -> Result<u8> {
+    let exe = std::env::current_exe()?;
+    let mut opts = EngineOptions::new(exe);
+    opts.root = cli.root;
+    opts.runroot = cli.runroot;
+    let open = || Engine::open(opts.clone());
+    match cli.command {
+        Top::Container(c) | Top::Ctr(c) => container::run(&open()?, c),
+        Top::Image(i) => image::run(&open()?, i),
+        Top::Images(a) => image::run(&open()?, ImageCmd::Images(a)),
+        Top::Rmi(a) => image::run(&open()?, ImageCmd::Rm(a)),
+        Top::Pull(a) => image::run(&open()?, ImageCmd::Pull(a)),
+        Top::Load(a) => image::run(&open()?, ImageCmd::Load(a)),
+        Top::Import(a) => image::run(&open()?, ImageCmd::Import(a)),
+    }
+}
+
+/// The error and its causes on one line, without repeating text a cause already includes.
+pub fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !out.contains(&c) {
+            out.push_str(": ");
+            out.push_str(&c);
+        }
+    }
+    out
+}
+
+pub fn exit_code_for(_e: &anyhow::Error) -> u8 {
+    EXIT_ENGINE
+}
+
+/// Runs `f` for each name, printing what it returns; reports every failure, fails if any did.
+pub fn for_each(names: &[String], mut f: impl FnMut(&str) -> Result<Option<String>>) -> Result<u8> {
+    let mut failed = 0;
+    for n in names {
+        match f(n) {
+            Ok(Some(line)) => println!("{line}"),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("Error: {}", error_chain(&e));
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { EXIT_ENGINE } else { 0 })
+}
