@@ -20,6 +20,7 @@
 mod builder;
 mod compress;
 mod error;
+mod guard;
 mod resolve;
 mod unpack;
 

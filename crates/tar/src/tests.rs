@@ -873,6 +873,26 @@ fn hardlink_rules() -> R {
 }
 
 #[test]
+fn hardlink_to_preexisting_file_is_refused() {
+    for opts in [strict(), in_place()] {
+        let sb = sandbox();
+        fs::write(sb.dest.join("existing"), b"host file").expect("existing");
+        let tar = Raw::new().hardlink("h", "existing").done();
+        assert_eq!(
+            sb.unpack_err(&tar, &opts),
+            r#"archive entry "h" is a hard link to "existing", which is not a regular file extracted earlier from the archive"#
+        );
+        assert!(!sb.dest.join("h").exists());
+        assert_eq!(
+            fs::metadata(sb.dest.join("existing"))
+                .map(|m| m.nlink())
+                .unwrap_or(0),
+            1
+        );
+    }
+}
+
+#[test]
 fn valid_hardlinks_share_the_inode() -> R {
     let sb = sandbox();
     let tar = Raw::new()
@@ -1366,5 +1386,70 @@ fn bench_large_round_trip() -> R {
         );
         fs::remove_dir_all(&dst)?;
     }
+    Ok(())
+}
+
+#[test]
+fn oversized_extension_headers_are_refused() -> R {
+    // a 2 MiB PAX record (would be buffered whole by the tar crate)
+    let big = vec![b'a'; 2 << 20];
+    let tar = Raw::new()
+        .file("ok", b"1")
+        .pax(&[("comment", &big)])
+        .file("victim", b"x")
+        .done();
+    let sb = sandbox();
+    assert_eq!(
+        sb.unpack_err(&tar, &strict()),
+        r#"corrupt archive after entry "ok": pax extended header of 2097169 bytes exceeds the limit of 1048576 bytes"#
+    );
+    // a 2 MiB GNU long name
+    let mut raw = Raw::new();
+    let mut h = Raw::header(
+        b"././@LongLink",
+        EntryType::GNULongName,
+        big.len() as u64,
+        0o644,
+    );
+    h.set_cksum();
+    raw.b.append(&h, &big[..])?;
+    raw.file("victim", b"x");
+    let sb = sandbox();
+    let msg = sb.unpack_err(&raw.done(), &strict());
+    assert!(
+        msg.ends_with("gnu long name record of 2097152 bytes exceeds the limit of 1048576 bytes"),
+        "{msg}"
+    );
+    Ok(())
+}
+
+#[test]
+fn pax_size_override_keeps_the_guard_in_sync() -> R {
+    // header says 0 bytes, PAX says 700: the data (and the next header) follow the PAX size
+    let data = vec![b'z'; 700];
+    let mut raw = Raw::new();
+    raw.pax(&[("size", b"700")]);
+    let mut h = Raw::header(b"sized", EntryType::Regular, 0, 0o644);
+    h.set_cksum();
+    raw.b.get_mut().extend_from_slice(h.as_bytes());
+    raw.b.get_mut().extend_from_slice(&data);
+    raw.b.get_mut().extend_from_slice(&[0u8; 1024 - 700]);
+    raw.file("after", b"ok");
+    let tar = raw.done();
+    let sb = sandbox();
+    sb.unpack(&tar, &strict())?;
+    assert_eq!(fs::read(sb.dest.join("sized"))?, data);
+    assert_eq!(fs::read(sb.dest.join("after"))?, b"ok");
+    // and an oversized header after it is still seen
+    let mut tar2 = tar[..tar.len() - 1024].to_vec();
+    let mut raw = Raw::new();
+    raw.pax(&[("comment", &vec![b'a'; 2 << 20])])
+        .file("late", b"x");
+    tar2.extend_from_slice(&raw.done());
+    let msg = sb.unpack_err(&tar2, &strict());
+    assert!(
+        msg.contains("pax extended header of") && msg.contains("after entry \"after\""),
+        "{msg}"
+    );
     Ok(())
 }

@@ -23,6 +23,7 @@ use rustix::io::Errno;
 use tar::EntryType;
 
 use crate::error::lossy;
+use crate::guard::Guard;
 use crate::resolve::{resolve_in_root, ResolveError};
 use crate::TarError;
 
@@ -84,10 +85,7 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: &UnpackOptions) -> Result<Unpack
     )
     .map_err(|e| TarError::io(format!("opening target directory {dest:?}"), e.into()))?;
     let eof = Cell::new(false);
-    let mut archive = tar::Archive::new(EofReader {
-        inner: r,
-        eof: &eof,
-    });
+    let mut archive = tar::Archive::new(Guard::new(r, &eof));
     let mut u = Unpacker {
         root: Rc::new(root),
         root_path: dest.to_path_buf(),
@@ -116,26 +114,10 @@ pub fn unpack<R: Read>(r: R, dest: &Path, opts: &UnpackOptions) -> Result<Unpack
     }
     // Drain the rest (tar padding, compressed trailer) so that corruption or
     // truncation of the compressed stream is noticed.
-    let mut rest = archive.into_inner();
+    let mut rest = archive.into_inner().into_inner();
     io::copy(&mut rest, &mut io::sink()).map_err(|e| u.stream_error(e))?;
     u.finish_dirs();
     Ok(u.stats)
-}
-
-/// Records whether the underlying reader ever reported end of stream.
-struct EofReader<'a, R> {
-    inner: R,
-    eof: &'a Cell<bool>,
-}
-
-impl<R: Read> Read for EofReader<'_, R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n == 0 && !buf.is_empty() {
-            self.eof.set(true);
-        }
-        Ok(n)
-    }
 }
 
 /// Metadata of one entry, from its header and PAX records.
