@@ -1453,3 +1453,22 @@ fn pax_size_override_keeps_the_guard_in_sync() -> R {
     );
     Ok(())
 }
+
+#[test]
+fn deferred_dir_times_do_not_follow_a_later_symlink() -> R {
+    let sb = sandbox();
+    let before = fs::metadata(&sb.outside)?.mtime();
+    let tar = Raw::new()
+        .dir("a", 0o755)
+        .dir("a/b", 0o755)
+        .symlink("a", &sb.outside.to_string_lossy())
+        .done();
+    sb.unpack(&tar, &strict())?;
+    assert_ne!(fs::metadata(&sb.outside)?.mtime(), 1_600_000_000);
+    assert_eq!(fs::metadata(&sb.outside)?.mtime(), before);
+    assert!(fs::symlink_metadata(sb.dest.join("a"))?
+        .file_type()
+        .is_symlink());
+    sb.assert_outside_untouched();
+    Ok(())
+}
