@@ -2,6 +2,7 @@
 //!
 //! No processes, no root (except for building whiteouts in the rootfs-diff tests):
 //! * [`names`] — entry names inside a checkpoint archive;
+//! * [`archive`] — one-pass archive reader and Podman-compatible writer (on `stasis-tar`);
 //! * [`config`] — `config.dump` (libpod `ContainerConfig`) and `spec.dump`;
 //! * [`network`] — `network.status`;
 //! * [`stats`] — CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
@@ -11,6 +12,7 @@
 //!
 //! Every module has its own error enum; [`ArchiveError`] folds them together.
 
+pub mod archive;
 pub mod config;
 pub mod import;
 mod json;
@@ -27,6 +29,9 @@ pub use port::{parse_publish, parse_publish_list, PortError, PortMapping};
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
+    /// Reading or writing a whole archive.
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveIoError),
     /// `config.dump` / `spec.dump`.
     #[error(transparent)]
     Config(#[from] ConfigError),
