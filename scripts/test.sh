@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs every test of stasis on a fresh Debian 12 machine, as root. Installs what it needs first
+# (idempotent): apt packages, CRIU >= 4.2, the test image. A missing dependency fails the run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[[ $(id -u) -eq 0 ]] || { echo "scripts/test.sh must run as root (containers, CRIU)" >&2; exit 1; }
+bash scripts/install-deps.sh
+bash scripts/make-test-image.sh
+export STASIS_TEST_IMAGES=${STASIS_TEST_IMAGES:-/var/tmp/stasis-test-images}
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+# Integration tests run real runc, CRIU, conmon and netavark; a test binary's own tests share
+# nothing but the host, yet CRIU dumps are CPU-heavy on 2 cores: keep the parallelism modest.
+cargo test --workspace -- --test-threads="${STASIS_TEST_THREADS:-2}"
