@@ -22,9 +22,21 @@ pub mod port;
 pub mod rootfs_diff;
 pub mod stats;
 
+pub use archive::{
+    read_archive, read_compressed_archive, write_archive, ArchiveContents, ArchiveIoError,
+    ArchiveParts, ArchiveWriter,
+};
 pub use config::{parse_spec_dump, ConfigError, ContainerConfig, NamedVolume, PerNetworkOptions};
+pub use import::{
+    check_restored, plan_import, ImportError, ImportPlan, PodInfo, RestoreRequest, Shares, World,
+};
 pub use json::{go_time, JsonProblem};
+pub use network::{NetworkStatus, NetworkStatusRead, StatusBlock};
 pub use port::{parse_publish, parse_publish_list, PortError, PortMapping};
+pub use rootfs_diff::{
+    changes, changes_with_lowers, parse_deleted_files, Changes, RootfsDiffError,
+};
+pub use stats::{read_dump_stats, read_restore_stats, DumpStats, RestoreStats, StatsError};
 
 /// Any error of this crate.
 #[derive(Debug, thiserror::Error)]
