@@ -49,6 +49,17 @@ pub enum ArchiveError {
         what: String,
         detail: String,
     },
+    #[error("{archive} is not a tar archive ({detail}): load expects a docker-archive or oci-archive as written by \"podman save\"")]
+    NotTar { archive: PathBuf, detail: String },
+    #[error("archive {archive} is truncated: entry {entry} ends beyond the end of the file (was the copy interrupted?)")]
+    Truncated { archive: PathBuf, entry: String },
+    #[error("archive {archive} is corrupt after entry {entry}: {source}")]
+    Corrupt {
+        archive: PathBuf,
+        entry: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("archive {archive} contains no image")]
     Empty { archive: PathBuf },
     #[error("{what} in archive {archive} is {actual} bytes but its {claimed_by} says {expected}")]
@@ -99,14 +110,36 @@ impl Index {
             source,
         };
         let file = File::open(&tar).map_err(read_err)?;
+        let file_len = file.metadata().map_err(read_err)?.len();
         let mut ar = tar::Archive::new(file);
         let mut entries = HashMap::new();
+        let mut last = String::new();
         for entry in ar.entries_with_seek().map_err(read_err)? {
-            let entry = entry.map_err(read_err)?;
+            let entry = entry.map_err(|source| {
+                if last.is_empty() {
+                    ArchiveError::NotTar {
+                        archive: archive.to_path_buf(),
+                        detail: source.to_string(),
+                    }
+                } else {
+                    ArchiveError::Corrupt {
+                        archive: archive.to_path_buf(),
+                        entry: last.clone(),
+                        source,
+                    }
+                }
+            })?;
             let Some(name) = entry.path().ok().and_then(|p| normalize(&p)) else {
                 continue;
             };
+            last.clone_from(&name);
             let kind = entry.header().entry_type();
+            if entry.raw_file_position().saturating_add(entry.size()) > file_len {
+                return Err(ArchiveError::Truncated {
+                    archive: archive.to_path_buf(),
+                    entry: name,
+                });
+            }
             let e = if kind.is_file() {
                 Entry::File {
                     offset: entry.raw_file_position(),

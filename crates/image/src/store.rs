@@ -70,6 +70,9 @@ impl ImageStore {
         }
         let conn = stasis_state::open_db(root)?;
         stasis_state::ensure_schema(&conn, SCHEMA)?;
+        // Staging left by a crashed process; young entries may belong to a running one.
+        sweep_stale(&layers_dir, ".tmp-");
+        sweep_stale(&tmp_dir, "");
         Ok(Self {
             root: root.to_path_buf(),
             blobs_dir,
@@ -419,6 +422,36 @@ impl ImageStore {
             let _ = std::fs::remove_dir_all(dir);
         }
         let _ = std::fs::remove_dir_all(&aside);
+    }
+}
+
+/// Age after which a staging entry is certainly abandoned.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Removes entries of `dir` starting with `prefix` that were last modified before
+/// [`STALE_AFTER`]. Best effort: errors are ignored.
+fn sweep_stale(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry.file_name().to_string_lossy().starts_with(prefix) {
+            continue;
+        }
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if old {
+            let p = entry.path();
+            if p.is_dir() && !p.is_symlink() {
+                let _ = std::fs::remove_dir_all(&p);
+            } else {
+                let _ = std::fs::remove_file(&p);
+            }
+        }
     }
 }
 

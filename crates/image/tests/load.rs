@@ -250,10 +250,15 @@ fn bad_archives_leave_nothing_behind() {
     fails_cleanly(&s2, root2.path(), &tampered_oci, "has digest");
     let truncated = work.path().join("truncated.tar");
     std::fs::write(&truncated, &oci[..oci.len() / 2]).unwrap();
-    fails_cleanly(&s2, root2.path(), &truncated, "");
+    fails_cleanly(
+        &s2,
+        root2.path(),
+        &truncated,
+        "is truncated: entry blobs/sha256/",
+    );
     let junk = work.path().join("junk.tar");
     std::fs::write(&junk, b"this is not a tar file at all").unwrap();
-    fails_cleanly(&s2, root2.path(), &junk, "");
+    fails_cleanly(&s2, root2.path(), &junk, "is not a tar archive");
     let plain = work.path().join("plain.tar");
     std::fs::write(&plain, tar_of(&[("x", b"y")])).unwrap();
     fails_cleanly(&s2, root2.path(), &plain, "neither a docker-archive");
