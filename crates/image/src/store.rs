@@ -234,6 +234,11 @@ impl ImageStore {
                 }
             }
         }
+        if !forced_id {
+            if let Some(id) = by_manifest_digest(&conn, input)? {
+                return Ok(id);
+            }
+        }
         if hexish {
             let pattern = format!("{id_like}%");
             let ids = query_strings(
@@ -469,6 +474,37 @@ fn query_strings(
     rows.collect()
 }
 
+/// `repo@sha256:..`: the image of that repository whose manifest has that digest (an image
+/// pulled by tag is found by digest too).
+fn by_manifest_digest(
+    conn: &rusqlite::Connection,
+    input: &str,
+) -> Result<Option<String>, ImageError> {
+    let Some(r) = Reference::parse(input).ok().filter(|r| r.digest.is_some()) else {
+        return Ok(None);
+    };
+    let repo = r.repository();
+    let ids = query_strings(
+        conn,
+        "SELECT id FROM image_images WHERE manifest_digest = ?1 ORDER BY id",
+        r.digest.as_deref().unwrap_or_default(),
+    )?;
+    for id in ids {
+        let names = query_strings(
+            conn,
+            "SELECT name FROM image_names WHERE image_id = ?1",
+            &id,
+        )?;
+        let same_repo = names
+            .iter()
+            .any(|n| Reference::parse(n).is_ok_and(|nr| nr.repository() == repo));
+        if same_repo {
+            return Ok(Some(id));
+        }
+    }
+    Ok(None)
+}
+
 fn short_ids(ids: &[String]) -> String {
     ids.iter()
         .map(|i| i.get(..12).unwrap_or(i))
@@ -494,6 +530,13 @@ fn name_candidates(input: &str) -> Vec<String> {
 pub(crate) fn local_name(name: &str) -> Result<String, ImageError> {
     // Parse what the user typed first, so that errors quote it.
     let parsed = Reference::parse(name)?;
+    if parsed.digest.is_some() {
+        return Err(crate::ReferenceError::Invalid {
+            reference: name.to_string(),
+            reason: "an image name cannot contain a digest: give a tag".into(),
+        }
+        .into());
+    }
     if Reference::is_short_name(name) {
         Ok(Reference::parse(&format!("localhost/{}", name.trim()))?.to_string())
     } else {

@@ -365,6 +365,11 @@ fn tags_move_and_prefixes_can_be_ambiguous() {
     s.untag("moved").unwrap();
     assert!(s.resolve("moved").is_err());
     assert!(s.tag("img2:v1", "UPPER").is_err());
+    let err = s
+        .tag("img2:v1", &format!("x@sha256:{}", ids[0]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot contain a digest"), "{err}");
     // Two registries hold a ".../dup": the short name is ambiguous.
     s.tag("img3:v1", "quay.io/a/dup:latest").unwrap();
     s.tag("img4:v1", "quay.io/b/dup:latest").unwrap();

@@ -132,6 +132,10 @@ fn pull_from_registry_gets_podmans_id() {
     assert_eq!(img.names, vec![reference.clone()]);
     let digest = img.digest.clone().expect("manifest digest");
     assert!(s.layer_dirs(&img).unwrap()[0].join("bin/busybox").is_file());
+    // Pulled by tag, found by digest (of its repository only).
+    let at_digest = |repo: &str| format!("{}/{repo}@{digest}", reg.addr());
+    assert_eq!(s.resolve(&at_digest("busybox")).unwrap().id, img.id);
+    assert!(s.resolve(&at_digest("other")).is_err());
     assert_eq!(
         s.resolve(&format!("{}/busybox", reg.addr())).unwrap().id,
         img.id
