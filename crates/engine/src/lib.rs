@@ -8,10 +8,12 @@
 pub mod config;
 pub mod conmon;
 pub mod container;
+pub mod criu;
 pub mod db;
 mod error;
 mod images;
 pub mod layout;
+pub mod libpod;
 pub mod mounts;
 pub mod names;
 pub mod netns;

@@ -268,6 +268,79 @@ pub fn generate(input: &SpecInput) -> Result<Spec, oci_spec::OciSpecError> {
         .build()
 }
 
+/// Host-side paths of a container being restored (or restarted from a saved spec).
+#[derive(Debug, Clone)]
+pub struct Relocation {
+    pub rootfs: PathBuf,
+    pub cgroups_path: String,
+    pub netns_path: Option<PathBuf>,
+    pub hosts_file: PathBuf,
+    pub hostname_file: PathBuf,
+    pub resolv_file: PathBuf,
+    pub containerenv_file: PathBuf,
+    pub shm_dir: PathBuf,
+}
+
+/// Rewrites a dumped runtime spec (ours or Podman's `spec.dump`) for this host: root path,
+/// cgroups path, network namespace path, and the host sources of the engine-made mounts.
+///
+/// Every mount destination of the dump is kept, in its order: CRIU restores only into the
+/// mounts it dumped. Sources of `/etc/hosts`, `/etc/hostname`, `/etc/resolv.conf`,
+/// `/run/.containerenv` and `/dev/shm` are replaced in place; `/run/secrets` (Podman's, whose
+/// host side does not travel) is dropped as Podman does on restore.
+pub fn relocate(spec: &mut serde_json::Value, r: &Relocation) -> Result<(), String> {
+    let obj = spec
+        .as_object_mut()
+        .ok_or("spec.dump is not a JSON object")?;
+    obj.entry("root")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or("spec.dump: \"root\" is not an object")?
+        .insert(
+            "path".into(),
+            r.rootfs.to_string_lossy().into_owned().into(),
+        );
+    if let Some(mounts) = obj.get_mut("mounts").and_then(|m| m.as_array_mut()) {
+        mounts.retain(|m| {
+            let d = m["destination"].as_str().unwrap_or_default();
+            d != "/run/secrets" && d != "/var/run/secrets"
+        });
+        for m in mounts.iter_mut() {
+            let dest = m["destination"].as_str().unwrap_or_default().to_string();
+            let src = match dest.as_str() {
+                "/etc/hosts" => &r.hosts_file,
+                "/etc/hostname" => &r.hostname_file,
+                "/etc/resolv.conf" => &r.resolv_file,
+                "/run/.containerenv" | "/var/run/.containerenv" => &r.containerenv_file,
+                "/dev/shm" if m["type"] == "bind" => &r.shm_dir,
+                _ => continue,
+            };
+            m["source"] = src.to_string_lossy().into_owned().into();
+        }
+    }
+    let linux = obj
+        .entry("linux")
+        .or_insert_with(|| serde_json::json!({}))
+        .as_object_mut()
+        .ok_or("spec.dump: \"linux\" is not an object")?;
+    linux.insert("cgroupsPath".into(), r.cgroups_path.clone().into());
+    if let Some(nss) = linux.get_mut("namespaces").and_then(|n| n.as_array_mut()) {
+        for ns in nss.iter_mut() {
+            if ns["type"] == "network" {
+                match &r.netns_path {
+                    Some(p) => ns["path"] = p.to_string_lossy().into_owned().into(),
+                    None => {
+                        if let Some(o) = ns.as_object_mut() {
+                            o.remove("path");
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -345,5 +418,56 @@ mod tests {
                     .is_some_and(|a| a.is_empty())
         };
         assert!(empty("ambient") && empty("inheritable"));
+    }
+
+    #[test]
+    fn relocates_a_podman_spec_dump() {
+        let raw = include_bytes!("../../archive/tests/fixtures/podman43-spec.dump");
+        let mut v: serde_json::Value = serde_json::from_slice(raw).unwrap();
+        let before: Vec<String> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        let r = Relocation {
+            rootfs: "/new/merged".into(),
+            cgroups_path: "/stasis/stasis-x".into(),
+            netns_path: Some("/run/stasis/netns/n".into()),
+            hosts_file: "/run/c/hosts".into(),
+            hostname_file: "/run/c/hostname".into(),
+            resolv_file: "/run/c/resolv.conf".into(),
+            containerenv_file: "/run/c/.containerenv".into(),
+            shm_dir: "/new/shm".into(),
+        };
+        relocate(&mut v, &r).unwrap();
+        let after: Vec<String> = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["destination"].as_str().unwrap().to_string())
+            .collect();
+        let expected: Vec<String> = before.into_iter().filter(|d| d != "/run/secrets").collect();
+        assert_eq!(after, expected, "every dumped destination stays, in order");
+        assert_eq!(v["root"]["path"], "/new/merged");
+        assert_eq!(v["linux"]["cgroupsPath"], "/stasis/stasis-x");
+        let src = |d: &str| {
+            v["mounts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|m| m["destination"] == d)
+                .map(|m| m["source"].as_str().unwrap().to_string())
+        };
+        assert_eq!(src("/etc/hosts").as_deref(), Some("/run/c/hosts"));
+        assert_eq!(src("/dev/shm").as_deref(), Some("/new/shm"));
+        let net = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+            .unwrap();
+        assert_eq!(net["path"], "/run/stasis/netns/n");
+        assert!(relocate(&mut serde_json::json!([1]), &r).is_err());
     }
 }

@@ -78,6 +78,10 @@ pub enum ContainerCmd {
     Logs(LogsArgs),
     /// Run a process in a running container
     Exec(ExecArgs),
+    /// Checkpoint running containers (freeze them into images or an archive)
+    Checkpoint(CheckpointArgs),
+    /// Restore checkpointed containers, or import a checkpoint archive
+    Restore(RestoreArgs),
     /// Release a stopped container's runtime resources (conmon calls this)
     #[command(hide = true)]
     Cleanup(NamesArgs),
@@ -290,4 +294,95 @@ pub struct ImportArgs {
 pub struct ImageInspectArgs {
     #[arg(required = true)]
     pub images: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    /// Checkpoint all running containers
+    #[arg(short, long)]
+    pub all: bool,
+    /// Act on the latest created container
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Export the checkpoint to a tar archive ("-" for standard output)
+    #[arg(short, long)]
+    pub export: Option<String>,
+    /// Archive compression: none, gzip or zstd (default zstd)
+    #[arg(short, long)]
+    pub compress: Option<String>,
+    /// Leave the container running after writing the checkpoint
+    #[arg(short = 'R', long)]
+    pub leave_running: bool,
+    /// Keep all temporary checkpoint files
+    #[arg(short, long)]
+    pub keep: bool,
+    /// Checkpoint a container with established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Checkpoint a container with file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Do not include root file-system changes when exporting
+    #[arg(long)]
+    pub ignore_rootfs: bool,
+    /// Do not export volumes associated with the container
+    #[arg(long)]
+    pub ignore_volumes: bool,
+    /// Display checkpoint statistics
+    #[arg(long)]
+    pub print_stats: bool,
+    /// Dump the container's memory without stopping it (needs dirty memory tracking)
+    #[arg(short = 'P', long)]
+    pub pre_checkpoint: bool,
+    /// Checkpoint with a previous pre-checkpoint
+    #[arg(long)]
+    pub with_previous: bool,
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Restore all checkpointed containers
+    #[arg(short, long)]
+    pub all: bool,
+    /// Act on the latest created container
+    #[arg(short, long)]
+    pub latest: bool,
+    /// Restore from an exported checkpoint archive ("-" for standard input)
+    #[arg(short, long)]
+    pub import: Option<String>,
+    /// Name of the restored container (gets a new ID too)
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Keep all temporary checkpoint files
+    #[arg(short, long)]
+    pub keep: bool,
+    /// Restore a container with established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Restore a container with file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Do not apply root file-system changes when importing
+    #[arg(long)]
+    pub ignore_rootfs: bool,
+    /// Do not restore the content of volumes when importing
+    #[arg(long)]
+    pub ignore_volumes: bool,
+    /// Ignore the IP address of the checkpoint, take a new one
+    #[arg(long)]
+    pub ignore_static_ip: bool,
+    /// Ignore the MAC address of the checkpoint, take a new one
+    #[arg(long)]
+    pub ignore_static_mac: bool,
+    /// Publish a container's port to the host ([[ip:][hostPort]:]containerPort[/protocol])
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Restore into this pod (name or ID)
+    #[arg(long)]
+    pub pod: Option<String>,
+    /// Display restore statistics
+    #[arg(long)]
+    pub print_stats: bool,
+    pub containers: Vec<String>,
 }

@@ -2,6 +2,7 @@
 //! file lock for its whole run, so concurrent `stasis` processes (and conmon's exit callback)
 //! see each other's work whole.
 
+mod checkpoint;
 mod cleanup;
 mod create;
 mod exec;
@@ -9,14 +10,17 @@ mod inspect;
 mod list;
 mod logs;
 mod remove;
+mod restore;
 mod start;
 mod stop;
 mod wait;
 
+pub use checkpoint::{CheckpointOptions, CheckpointReport, ExportTarget};
 pub use create::{parse_signal, CreateRequest};
 pub use exec::ExecRequest;
 pub use inspect::inspect_json;
 pub use list::{ago, ps_json, status_line};
+pub use restore::{ImportSource, RestoreOptions, RestoreReport};
 
 use stasis_state::FileLock;
 

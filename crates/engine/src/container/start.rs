@@ -25,7 +25,16 @@ impl Engine {
         }
         let result = (|| {
             self.prepare_runtime(&c)?;
-            let spec = self.generate_spec(&c)?;
+            let spec = match &c.config.spec {
+                // Restored containers run from their dumped spec, relocated to this host.
+                Some(saved) => {
+                    let mut s = saved.clone();
+                    crate::spec::relocate(&mut s, &self.relocation(&c))
+                        .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+                    s
+                }
+                None => self.generate_spec(&c)?,
+            };
             self.write_spec(&c.id, &spec)?;
             let pid = conmon::spawn(&self.conmon_args(&c, None, Vec::new()))?;
             self.runc.start(&c.id)?;
@@ -169,6 +178,21 @@ impl Engine {
         })?;
         serde_json::to_value(&spec)
             .map_err(|e| EngineError::msg(format!("serialising the runtime spec: {e}")))
+    }
+
+    /// This host's paths for the container's spec.
+    pub(crate) fn relocation(&self, c: &ContainerRecord) -> crate::spec::Relocation {
+        let run = self.layout.run_dir(&c.id);
+        crate::spec::Relocation {
+            rootfs: self.layout.merged(&c.id),
+            cgroups_path: format!("{}/stasis-{}", c.config.cgroup_parent, c.id),
+            netns_path: c.config.netns.as_ref().map(PathBuf::from),
+            hosts_file: run.join("hosts"),
+            hostname_file: run.join("hostname"),
+            resolv_file: run.join("resolv.conf"),
+            containerenv_file: run.join(".containerenv"),
+            shm_dir: self.layout.shm(&c.id),
+        }
     }
 
     pub(crate) fn write_spec(&self, id: &str, spec: &serde_json::Value) -> Result<(), EngineError> {

@@ -88,6 +88,8 @@ pub fn run(engine: &Engine, cmd: ContainerCmd) -> Result<u8> {
             )?;
             Ok(code.clamp(0, 255) as u8)
         }
+        ContainerCmd::Checkpoint(a) => super::checkpoint::checkpoint(engine, a),
+        ContainerCmd::Restore(a) => super::checkpoint::restore(engine, a),
         ContainerCmd::Cleanup(a) => for_each(&a.containers, |n| {
             engine.cleanup(n)?;
             Ok(None)

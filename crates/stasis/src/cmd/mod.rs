@@ -1,5 +1,6 @@
 //! Verb dispatch. Each verb prints what Podman prints and returns the process exit code.
 
+mod checkpoint;
 mod container;
 mod image;
 

@@ -1,0 +1,331 @@
+//! `container checkpoint`: freeze a running container through runc and CRIU, keep the images
+//! with the container (restore in place) and, with `--export`, write Podman's archive layout.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stasis_archive::{names, rootfs_diff, ArchiveParts, NetworkStatus};
+use stasis_tar::Compression;
+
+use crate::db::{self, ContainerRecord, State};
+use crate::runc::CriuOpts;
+use crate::{criu, Engine, EngineError};
+
+/// Where an export goes.
+pub enum ExportTarget {
+    File(PathBuf),
+    /// Standard output (`--export -`).
+    Writer(Box<dyn Write + Send>),
+}
+
+impl std::fmt::Debug for ExportTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExportTarget::File(p) => write!(f, "File({})", p.display()),
+            ExportTarget::Writer(_) => f.write_str("Writer"),
+        }
+    }
+}
+
+/// `checkpoint` flags.
+#[derive(Debug, Default)]
+pub struct CheckpointOptions {
+    pub export: Option<ExportTarget>,
+    pub compression: Option<Compression>,
+    pub leave_running: bool,
+    pub keep: bool,
+    pub criu: CriuOpts,
+    pub ignore_rootfs: bool,
+    pub ignore_volumes: bool,
+    pub pre_checkpoint: bool,
+    pub with_previous: bool,
+}
+
+/// What a checkpoint did, for `--print-stats`.
+#[derive(Debug, Clone)]
+pub struct CheckpointReport {
+    pub id: String,
+    pub name: String,
+    pub runtime_duration: Duration,
+    pub dump_stats: Option<stasis_archive::DumpStats>,
+}
+
+/// Paths CRIU restores into that must not travel in rootfs-diff.tar: their host side is made
+/// afresh by the engine on restore.
+pub const DIFF_EXCLUDES: [&str; 9] = [
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/run/.containerenv",
+    "/dev",
+    "/proc",
+    "/sys",
+    "/run/secrets",
+    "/dev/shm",
+];
+
+impl Engine {
+    /// Checkpoints a running container.
+    pub fn checkpoint(
+        &self,
+        key: &str,
+        mut opts: CheckpointOptions,
+    ) -> Result<CheckpointReport, EngineError> {
+        if opts.pre_checkpoint || opts.with_previous {
+            if !criu::memory_tracking() {
+                return Err(EngineError::msg(
+                    "pre-checkpointing needs dirty memory tracking (CONFIG_MEM_SOFT_DIRTY), which this kernel lacks: checkpoint without -P/--with-previous",
+                ));
+            }
+            return Err(EngineError::msg(
+                "pre-checkpoints (-P/--with-previous) are not implemented yet: checkpoint without them",
+            ));
+        }
+        if opts.export.is_none() && (opts.ignore_rootfs || opts.ignore_volumes) {
+            return Err(EngineError::msg(
+                "--ignore-rootfs and --ignore-volumes can only be used with --export",
+            ));
+        }
+        if opts.export.is_none() && opts.compression.is_some() {
+            return Err(EngineError::msg(
+                "--compress can only be used with --export",
+            ));
+        }
+        let c = self.lookup(key)?;
+        let _lock = self.lock(&c.id)?;
+        let mut c = self.refresh(&c.id)?;
+        if c.state != State::Running {
+            return Err(EngineError::NotRunning {
+                name: c.name.clone(),
+                state: c.state.as_str().into(),
+            });
+        }
+        let bundle = self.layout.bundle(&c.id);
+        let images = bundle.join(names::CHECKPOINT_DIR);
+        for stale in [names::STATS_DUMP, "dump.log", names::DEVSHM_CHECKPOINT_TAR] {
+            let _ = std::fs::remove_file(bundle.join(stale));
+        }
+        if images.exists() {
+            std::fs::remove_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
+        }
+
+        let started = Instant::now();
+        let dumped = self
+            .runc
+            .checkpoint(&c.id, &images, &bundle, opts.leave_running, &opts.criu);
+        let runtime_duration = started.elapsed();
+        if let Err(e) = dumped {
+            let log = bundle.join("dump.log");
+            let lines = criu::log_errors(&log, 6);
+            let _ = std::fs::remove_dir_all(&images);
+            return Err(EngineError::msg(format!(
+                "checkpointing container {} failed: {e}{}{} (CRIU log: {})",
+                c.name,
+                if lines.is_empty() { "" } else { "\n  " },
+                lines.join("\n  "),
+                log.display()
+            )));
+        }
+
+        // The shm tmpfs is external to CRIU: save its content beside the images.
+        let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
+        tar_dir(&self.layout.shm(&c.id), &shm_tar)?;
+
+        let export_result = match opts.export.take() {
+            Some(target) => self.export(&c, &opts, target),
+            None => Ok(()),
+        };
+
+        if !opts.leave_running {
+            // The dump killed the process; let conmon record the exit, then release runtime
+            // resources and mark the container checkpointed.
+            self.wait_exit_file(&c.id, Duration::from_secs(10));
+            c.checkpointed = true;
+            c.checkpointed_at = Some(crate::container::create::now());
+            db::update(self.conn(), &c)?;
+            c = self.finish(c, Some(137))?;
+        } else {
+            c.checkpointed_at = Some(crate::container::create::now());
+            db::update(self.conn(), &c)?;
+        }
+        let dump_stats = std::fs::read(bundle.join(names::STATS_DUMP))
+            .ok()
+            .and_then(|b| stasis_archive::read_dump_stats(&b).ok());
+        if !opts.keep {
+            for f in ["dump.log", names::STATS_DUMP] {
+                let _ = std::fs::remove_file(bundle.join(f));
+            }
+        }
+        export_result?;
+        Ok(CheckpointReport {
+            id: c.id,
+            name: c.name,
+            runtime_duration,
+            dump_stats,
+        })
+    }
+
+    /// Writes the archive: config.dump and spec.dump first, then network.status, stats-dump,
+    /// artifacts/, checkpoint/, rootfs-diff.tar, deleted.files, devshm-checkpoint.tar, ctr.log.
+    fn export(
+        &self,
+        c: &ContainerRecord,
+        opts: &CheckpointOptions,
+        target: ExportTarget,
+    ) -> Result<(), EngineError> {
+        let bundle = self.layout.bundle(&c.id);
+        let spec_path = bundle.join("config.json");
+        let spec: serde_json::Value = std::fs::read(&spec_path)
+            .map_err(|e| EngineError::io(&spec_path, e))
+            .and_then(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| EngineError::msg(format!("{}: {e}", spec_path.display())))
+            })?;
+        let config = crate::libpod::to_libpod(c, &spec, &self.layout);
+        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+
+        let mut deleted = Vec::new();
+        let mut diff_tar = None;
+        if !opts.ignore_rootfs {
+            let image = self.images.get(&c.image_id)?;
+            let lowers = match &image {
+                Some(i) => self.images.layer_dirs(i)?,
+                None => Vec::new(),
+            };
+            let lowers: Vec<&Path> = lowers.iter().map(PathBuf::as_path).collect();
+            let changes = rootfs_diff::changes_with_lowers(
+                &self.layout.upper(&c.id),
+                &lowers,
+                &DIFF_EXCLUDES,
+            )
+            .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+            deleted = changes.deleted.clone();
+            if !changes.added_or_modified.is_empty() {
+                let p = scratch.path().join(names::ROOTFS_DIFF_TAR);
+                let f = std::fs::File::create(&p).map_err(|e| EngineError::io(&p, e))?;
+                let w = stasis_archive::archive::write_rootfs_diff_tar(
+                    &self.layout.upper(&c.id),
+                    &changes,
+                    std::io::BufWriter::new(f),
+                )
+                .map_err(|e| EngineError::msg(e.to_string()))?;
+                w.into_inner()
+                    .map_err(|e| EngineError::io(&p, e.into_error()))?;
+                diff_tar = Some(p);
+            }
+        }
+        let stats = bundle.join(names::STATS_DUMP);
+        let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
+        let log = self.layout.log_path(&c.id);
+        let status = NetworkStatus::default();
+        let parts = ArchiveParts {
+            config: &config,
+            spec: &spec,
+            network_status: Some(&status),
+            stats_dump: stats.exists().then_some(stats.as_path()),
+            checkpoint_dir: &bundle.join(names::CHECKPOINT_DIR),
+            rootfs_diff_tar: diff_tar.as_deref(),
+            deleted_files: &deleted,
+            devshm_tar: shm_tar.exists().then_some(shm_tar.as_path()),
+            volumes: &[],
+            ctr_log: log.exists().then_some(log.as_path()),
+        };
+        let compression = opts.compression.unwrap_or(Compression::Zstd);
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        match target {
+            ExportTarget::File(path) => {
+                // Written beside the target and renamed: a failed export leaves no partial file.
+                let dir = path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."));
+                let tmp = dir.join(format!(
+                    ".{}.partial",
+                    path.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default()
+                ));
+                let f = open_0600(&tmp)?;
+                let label = path.display().to_string();
+                let res = stasis_archive::write_archive(
+                    std::io::BufWriter::with_capacity(1 << 20, f),
+                    &label,
+                    compression,
+                    None,
+                    threads,
+                    &parts,
+                )
+                .map_err(|e| EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name)))
+                .and_then(|w| {
+                    w.into_inner()
+                        .map_err(|e| EngineError::io(&tmp, e.into_error()))
+                });
+                match res {
+                    Ok(_) => std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e)),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp);
+                        Err(e)
+                    }
+                }
+            }
+            ExportTarget::Writer(w) => stasis_archive::write_archive(
+                w,
+                "standard output",
+                compression,
+                None,
+                threads,
+                &parts,
+            )
+            .map(drop)
+            .map_err(|e| EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))),
+        }
+    }
+}
+
+fn open_0600(p: &Path) -> Result<std::fs::File, EngineError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(p)
+        .map_err(|e| EngineError::io(p, e))
+}
+
+/// Tars the contents of `dir` (uncompressed) into `out`.
+pub(crate) fn tar_dir(dir: &Path, out: &Path) -> Result<(), EngineError> {
+    let f = std::fs::File::create(out).map_err(|e| EngineError::io(out, e))?;
+    let mut b = stasis_tar::TarBuilder::new(std::io::BufWriter::new(f));
+    b.append_tree("", dir)
+        .map_err(|e| EngineError::msg(format!("saving {}: {e}", dir.display())))?;
+    let w = b
+        .finish()
+        .map_err(|e| EngineError::msg(format!("saving {}: {e}", dir.display())))?;
+    w.into_inner()
+        .map_err(|e| EngineError::io(out, e.into_error()))?;
+    Ok(())
+}
+
+/// A scratch directory under the store (same filesystem), removed on drop.
+pub(crate) struct Scratch(PathBuf);
+
+impl Scratch {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub(crate) fn tempdir_in(parent: &Path) -> Result<Scratch, EngineError> {
+    std::fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
+    let p = parent.join(format!("stasis-{}", &crate::names::new_id()[..16]));
+    std::fs::create_dir(&p).map_err(|e| EngineError::io(&p, e))?;
+    Ok(Scratch(p))
+}

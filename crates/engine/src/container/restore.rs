@@ -1,0 +1,497 @@
+//! `container restore`: bring a checkpointed container back to life — in place, from the
+//! images kept with it, or from an exported archive as a new container (`--import`).
+//!
+//! The import flow, top to bottom (Podman's `CRImportCheckpoint` order, one pass over the
+//! archive):
+//! 1. stream the archive once into a scratch directory; as soon as `config.dump` and `spec.dump`
+//!    have passed, validate everything that can be validated ([`stasis_archive::plan_import`]:
+//!    pod rules, dependencies, volumes, name and ID) and find the image by the archive's image
+//!    ID, pulling `rootfsImageName` only when it is missing — before anything is created;
+//! 2. create the container (row + storage) from the archive's config, under the old ID or, with
+//!    `--name`, a new name and ID;
+//! 3. move the CRIU images and the other archive files into its bundle (a rename: same
+//!    filesystem, nothing is extracted twice);
+//! 4. mount its root filesystem and apply `rootfs-diff.tar` and `deleted.files`, make the
+//!    network namespace and the host-side files, refill /dev/shm;
+//! 5. relocate `spec.dump` to this host (every dumped mount destination kept) and restore
+//!    through conmon → `runc restore` → CRIU;
+//! 6. check the restored name and ID as Podman does.
+//!
+//! Any failure after step 2 removes the container again: a failed restore leaves nothing.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use stasis_archive::{names, ContainerConfig, ImportPlan, PodInfo, RestoreRequest, World};
+use stasis_tar::UnpackOptions;
+
+use crate::container::checkpoint::tempdir_in;
+use crate::db::{self, ContainerRecord, State};
+use crate::runc::CriuOpts;
+use crate::{conmon, criu, Engine, EngineError};
+
+/// Where an import comes from.
+pub enum ImportSource {
+    File(PathBuf),
+    /// Standard input (`--import -`).
+    Reader(Box<dyn Read + Send>),
+}
+
+impl std::fmt::Debug for ImportSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportSource::File(p) => write!(f, "File({})", p.display()),
+            ImportSource::Reader(_) => f.write_str("Reader"),
+        }
+    }
+}
+
+/// `restore` flags.
+#[derive(Debug, Default)]
+pub struct RestoreOptions {
+    pub import: Option<ImportSource>,
+    pub name: Option<String>,
+    pub keep: bool,
+    pub criu: CriuOpts,
+    pub ignore_rootfs: bool,
+    pub ignore_volumes: bool,
+    pub ignore_static_ip: bool,
+    pub ignore_static_mac: bool,
+    pub publish: Vec<String>,
+    pub pod: Option<String>,
+}
+
+/// What a restore did, for `--print-stats`.
+#[derive(Debug, Clone)]
+pub struct RestoreReport {
+    pub id: String,
+    pub name: String,
+    pub runtime_duration: Duration,
+    pub restore_stats: Option<stasis_archive::RestoreStats>,
+}
+
+/// The host as the import rules see it.
+struct HostWorld<'a> {
+    engine: &'a Engine,
+}
+
+impl World for HostWorld<'_> {
+    fn volume_exists(&self, _name: &str) -> bool {
+        false
+    }
+    fn find_pod(&self, _name_or_id: &str) -> Option<PodInfo> {
+        None
+    }
+    fn container_name_taken(&self, name: &str) -> bool {
+        db::name_taken(self.engine.conn(), name).unwrap_or(true)
+    }
+    fn container_id_taken(&self, id: &str) -> bool {
+        db::get(self.engine.conn(), id)
+            .map(|c| c.is_some())
+            .unwrap_or(true)
+    }
+    fn criu_version(&self) -> u32 {
+        criu::version().unwrap_or(0)
+    }
+    fn runtime_supports_pod_restore(&self) -> bool {
+        criu::runtime_supports_pod_restore(&self.engine.opts.runc)
+    }
+    fn runtime_path(&self) -> String {
+        self.engine.opts.runc.to_string_lossy().into_owned()
+    }
+}
+
+impl Engine {
+    /// Restores a container: from `opts.import` as a new container, else in place.
+    pub fn restore(
+        &self,
+        key: Option<&str>,
+        opts: RestoreOptions,
+    ) -> Result<RestoreReport, EngineError> {
+        let import_only = opts.name.is_some()
+            || opts.pod.is_some()
+            || !opts.publish.is_empty()
+            || opts.ignore_rootfs
+            || opts.ignore_volumes;
+        match opts.import {
+            Some(_) => self.restore_import(opts),
+            None if import_only => Err(EngineError::msg(
+                "--name, --pod, --publish, --ignore-rootfs and --ignore-volumes can only be used with --import",
+            )),
+            None => {
+                let key = key.ok_or_else(|| {
+                    EngineError::msg("give the container to restore, or --import FILE")
+                })?;
+                self.restore_in_place(key, &opts)
+            }
+        }
+    }
+
+    fn restore_in_place(
+        &self,
+        key: &str,
+        opts: &RestoreOptions,
+    ) -> Result<RestoreReport, EngineError> {
+        let c = self.lookup(key)?;
+        let _lock = self.lock(&c.id)?;
+        let c = self.refresh(&c.id)?;
+        if c.state == State::Running {
+            return Err(EngineError::msg(format!(
+                "container {} is running: nothing to restore",
+                c.name
+            )));
+        }
+        let inventory = self.layout.bundle(&c.id).join(names::CHECKPOINT_INVENTORY);
+        if !inventory.exists() {
+            return Err(EngineError::msg(format!(
+                "a complete checkpoint for container {} cannot be found, cannot restore: checkpoint it first (\"stasis checkpoint {}\")",
+                c.name, c.name
+            )));
+        }
+        self.restore_prepared(c, opts)
+    }
+
+    /// Runs the restore of a container whose bundle holds its checkpoint. On failure the
+    /// container's runtime resources are released (the caller decides about the container).
+    fn restore_prepared(
+        &self,
+        mut c: ContainerRecord,
+        opts: &RestoreOptions,
+    ) -> Result<RestoreReport, EngineError> {
+        let bundle = self.layout.bundle(&c.id);
+        let run = (|| {
+            self.prepare_runtime(&c)?;
+            let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
+            if shm_tar.exists() {
+                let f = std::fs::File::open(&shm_tar).map_err(|e| EngineError::io(&shm_tar, e))?;
+                stasis_tar::unpack(
+                    std::io::BufReader::new(f),
+                    &self.layout.shm(&c.id),
+                    &UnpackOptions {
+                        in_place: true,
+                        max_bytes: Some(65_536_000),
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| EngineError::msg(format!("{}: {e}", shm_tar.display())))?;
+            }
+            let spec_path = bundle.join("config.json");
+            let mut spec: serde_json::Value = match &c.config.spec {
+                Some(s) => s.clone(),
+                None => std::fs::read(&spec_path)
+                    .map_err(|e| EngineError::io(&spec_path, e))
+                    .and_then(|b| {
+                        serde_json::from_slice(&b)
+                            .map_err(|e| EngineError::msg(format!("{}: {e}", spec_path.display())))
+                    })?,
+            };
+            crate::spec::relocate(&mut spec, &self.relocation(&c))
+                .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+            self.write_spec(&c.id, &spec)?;
+            let _ = std::fs::remove_file(bundle.join("restore.log"));
+            let _ = std::fs::remove_file(bundle.join(names::STATS_RESTORE));
+            let mut runtime_opts = Vec::new();
+            if opts.criu.tcp_established {
+                runtime_opts.push("--tcp-established".to_string());
+            }
+            if opts.criu.file_locks {
+                runtime_opts.push("--file-locks".to_string());
+            }
+            let started = Instant::now();
+            let images = bundle.join(names::CHECKPOINT_DIR);
+            let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts))?;
+            Ok::<_, EngineError>((pid, started.elapsed()))
+        })();
+        let (pid, runtime_duration) = match run {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.runc.kill(&c.id, libc::SIGKILL, false);
+                self.teardown(&c);
+                let log = bundle.join("restore.log");
+                let lines = criu::log_errors(&log, 6);
+                let kept = self.keep_log(&c.id, &log);
+                return Err(EngineError::msg(format!(
+                    "restoring container {} failed: {e}{}{}{}",
+                    c.name,
+                    if lines.is_empty() { "" } else { "\n  " },
+                    lines.join("\n  "),
+                    kept.map(|p| format!(" (CRIU log: {})", p.display()))
+                        .unwrap_or_default()
+                )));
+            }
+        };
+        c.state = State::Running;
+        c.pid = Some(pid);
+        c.conmon_pid = self.read_conmon_pid(&c.id);
+        c.exit_code = None;
+        c.restored = true;
+        c.checkpointed = false;
+        let now = crate::container::create::now();
+        c.restored_at = Some(now.clone());
+        c.started_at = Some(now);
+        c.finished_at = None;
+        db::update(self.conn(), &c)?;
+        let restore_stats = std::fs::read(bundle.join(names::STATS_RESTORE))
+            .ok()
+            .and_then(|b| stasis_archive::read_restore_stats(&b).ok());
+        if !opts.keep {
+            let _ = std::fs::remove_dir_all(bundle.join(names::CHECKPOINT_DIR));
+            for f in [
+                "restore.log",
+                "dump.log",
+                names::STATS_DUMP,
+                names::STATS_RESTORE,
+                names::DEVSHM_CHECKPOINT_TAR,
+                names::NETWORK_STATUS,
+                names::ROOTFS_DIFF_TAR,
+                names::DELETED_FILES,
+            ] {
+                let _ = std::fs::remove_file(bundle.join(f));
+            }
+        }
+        Ok(RestoreReport {
+            id: c.id,
+            name: c.name,
+            runtime_duration,
+            restore_stats,
+        })
+    }
+
+    /// Copies a CRIU log out of a bundle about to be removed; returns where it went.
+    fn keep_log(&self, id: &str, log: &Path) -> Option<PathBuf> {
+        if !log.exists() {
+            return None;
+        }
+        let dir = self.layout.root.join("logs");
+        std::fs::create_dir_all(&dir).ok()?;
+        let dest = dir.join(format!(
+            "restore-{}-{}.log",
+            &id[..12.min(id.len())],
+            std::process::id()
+        ));
+        std::fs::copy(log, &dest).ok()?;
+        Some(dest)
+    }
+
+    fn restore_import(&self, mut opts: RestoreOptions) -> Result<RestoreReport, EngineError> {
+        let publish = stasis_archive::parse_publish_list(&opts.publish)
+            .map_err(|e| EngineError::msg(e.to_string()))?;
+        let req = RestoreRequest {
+            name: opts.name.clone(),
+            pod: opts.pod.clone(),
+            ignore_volumes: opts.ignore_volumes,
+            ignore_static_ip: opts.ignore_static_ip,
+            ignore_static_mac: opts.ignore_static_mac,
+            publish,
+            ignore_rootfs: opts.ignore_rootfs,
+        };
+        let (reader, label): (Box<dyn Read + Send>, String) = match opts.import.take() {
+            Some(ImportSource::File(p)) => {
+                let f = std::fs::File::open(&p).map_err(|e| {
+                    EngineError::msg(format!(
+                        "cannot open checkpoint archive {}: {e}",
+                        p.display()
+                    ))
+                })?;
+                (Box::new(f), p.display().to_string())
+            }
+            Some(ImportSource::Reader(r)) => (r, "standard input".into()),
+            None => return Err(EngineError::msg("no archive to import")),
+        };
+
+        // 1. One pass over the archive; validation as soon as the head has passed.
+        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+        let world = HostWorld { engine: self };
+        let mut plan: Option<ImportPlan> = None;
+        let mut image_err: Option<EngineError> = None;
+        let mut image_id = String::new();
+        let read = stasis_archive::read_compressed_archive(
+            std::io::BufReader::with_capacity(1 << 20, reader),
+            &label,
+            scratch.path(),
+            |config: &ContainerConfig, spec: &serde_json::Value| {
+                let p = stasis_archive::plan_import(config.clone(), spec.clone(), &req, &world)?;
+                match self.image_for_restore(&p.config) {
+                    Ok(id) => image_id = id,
+                    Err(e) => {
+                        let msg = e.to_string();
+                        image_err = Some(e);
+                        return Err(stasis_archive::ArchiveIoError::Io {
+                            context: "restore refused".into(),
+                            source: std::io::Error::other(msg),
+                        }
+                        .into());
+                    }
+                }
+                plan = Some(p);
+                Ok(())
+            },
+        );
+        if let Some(e) = image_err {
+            return Err(e);
+        }
+        let contents = read.map_err(|e| EngineError::msg(e.to_string()))?.1;
+        let plan =
+            plan.ok_or_else(|| EngineError::msg(format!("archive {label}: no config.dump")))?;
+
+        // 2. The container, under the archive's ID or a new one.
+        let id = if plan.new_name || plan.config.id.is_empty() {
+            crate::names::new_id()
+        } else {
+            plan.config.id.clone()
+        };
+        let mut config = crate::libpod::from_libpod(&plan.config, &plan.spec);
+        config.netns = Some(
+            self.layout
+                .netns_dir()
+                .join(format!("stasis-{}", &id[..12]))
+                .to_string_lossy()
+                .into_owned(),
+        );
+        let _store = stasis_state::FileLock::exclusive(&self.layout.store_lock())?;
+        let c =
+            self.create_from_config(id.clone(), image_id, config, Some(plan.config.name.clone()))?;
+        drop(_store);
+        let _lock = self.lock(&c.id)?;
+        let result = self.finish_import(&c, &plan, &contents, scratch.path(), &opts);
+        match result {
+            Ok(report) => Ok(report),
+            Err(e) => {
+                // Nothing of a failed restore stays behind.
+                drop(_lock);
+                if let Err(rm) = self.remove(&c.id, true) {
+                    return Err(EngineError::msg(format!(
+                        "{e}; cleaning up failed too: {rm}"
+                    )));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Steps 3–6 of the import flow, for a container that now exists.
+    fn finish_import(
+        &self,
+        c: &ContainerRecord,
+        plan: &ImportPlan,
+        contents: &stasis_archive::ArchiveContents,
+        scratch: &Path,
+        opts: &RestoreOptions,
+    ) -> Result<RestoreReport, EngineError> {
+        // 3. Archive files into the bundle (renames within one filesystem).
+        let bundle = self.layout.bundle(&c.id);
+        for name in [
+            names::CHECKPOINT_DIR,
+            names::STATS_DUMP,
+            names::NETWORK_STATUS,
+            names::DEVSHM_CHECKPOINT_TAR,
+            names::DELETED_FILES,
+            names::ROOTFS_DIFF_TAR,
+        ] {
+            let from = scratch.join(name);
+            if from.exists() {
+                let to = bundle.join(name);
+                std::fs::rename(&from, &to).map_err(|e| EngineError::io(&to, e))?;
+            }
+        }
+        let log = scratch.join(names::CTR_LOG);
+        if log.exists() {
+            let to = self.layout.log_path(&c.id);
+            std::fs::rename(&log, &to).map_err(|e| EngineError::io(&to, e))?;
+        }
+        if !bundle.join(names::CHECKPOINT_INVENTORY).exists() {
+            return Err(EngineError::msg(format!(
+                "archive has no {}: not a complete checkpoint",
+                names::CHECKPOINT_INVENTORY
+            )));
+        }
+        let _ = contents;
+
+        // 4. Root filesystem changes, on the freshly mounted overlay.
+        self.prepare_runtime(c)?;
+        if !opts.ignore_rootfs {
+            self.apply_rootfs_changes(c)?;
+        }
+
+        // 5. Restore.
+        let report = self.restore_prepared(c.clone(), opts)?;
+
+        // 6. Podman's final checks.
+        stasis_archive::check_restored(plan, &report.name, &report.id)
+            .map_err(|e| EngineError::msg(e.to_string()))?;
+        Ok(report)
+    }
+
+    /// Applies `rootfs-diff.tar` and `deleted.files` from the bundle onto the mounted rootfs.
+    fn apply_rootfs_changes(&self, c: &ContainerRecord) -> Result<(), EngineError> {
+        let bundle = self.layout.bundle(&c.id);
+        let merged = self.layout.merged(&c.id);
+        let diff = bundle.join(names::ROOTFS_DIFF_TAR);
+        if diff.exists() {
+            let f = std::fs::File::open(&diff).map_err(|e| EngineError::io(&diff, e))?;
+            let (_, r) = stasis_tar::decompress(std::io::BufReader::with_capacity(1 << 20, f))
+                .map_err(|e| EngineError::msg(format!("{}: {e}", names::ROOTFS_DIFF_TAR)))?;
+            stasis_tar::unpack(
+                r,
+                &merged,
+                &UnpackOptions {
+                    in_place: true,
+                    preserve_ownership: true,
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| EngineError::msg(format!("{}: {e}", names::ROOTFS_DIFF_TAR)))?;
+        }
+        let deleted = bundle.join(names::DELETED_FILES);
+        if deleted.exists() {
+            let bytes = std::fs::read(&deleted).map_err(|e| EngineError::io(&deleted, e))?;
+            let list = stasis_archive::parse_deleted_files(&bytes)
+                .map_err(|e| EngineError::msg(e.to_string()))?;
+            for path in list {
+                let target = stasis_tar::secure_join(&merged, &path)
+                    .map_err(|e| EngineError::msg(format!("{}: {e}", names::DELETED_FILES)))?;
+                if target == merged {
+                    continue;
+                }
+                let res = match std::fs::symlink_metadata(&target) {
+                    Ok(m) if m.is_dir() => std::fs::remove_dir_all(&target),
+                    Ok(_) => std::fs::remove_file(&target),
+                    Err(_) => Ok(()),
+                };
+                res.map_err(|e| EngineError::io(&target, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The image a restored container runs on: the archive's image ID when present here,
+    /// else `rootfsImageName` pulled (only when missing), which must have that same ID.
+    fn image_for_restore(&self, config: &ContainerConfig) -> Result<String, EngineError> {
+        if let Some(img) = self.images.get(&config.rootfs_image_id)? {
+            return Ok(img.id);
+        }
+        let name = &config.rootfs_image_name;
+        eprintln!(
+            "image {} ({}) of the checkpoint is not here: pulling it",
+            name,
+            &config.rootfs_image_id[..12.min(config.rootfs_image_id.len())]
+        );
+        let img = self
+            .images
+            .pull(name, &stasis_image::PullOptions::default())
+            .map_err(|e| {
+                EngineError::msg(format!(
+                    "the checkpoint's image {} ({}) is not here and cannot be pulled: {e}; load it with \"stasis image load -i FILE\"",
+                    name, config.rootfs_image_id
+                ))
+            })?;
+        if img.id != config.rootfs_image_id {
+            return Err(EngineError::msg(format!(
+                "pulled {} has ID {} but the checkpoint needs image {}: load the exact image with \"stasis image load -i FILE\"",
+                name, img.id, config.rootfs_image_id
+            )));
+        }
+        Ok(img.id)
+    }
+}

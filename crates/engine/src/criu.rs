@@ -1,0 +1,90 @@
+//! What we ask CRIU directly (runc drives it for dumps and restores): its version, whether the
+//! kernel tracks dirty memory, and the Error lines of its logs for messages.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// CRIU's version as Podman numbers it (major*10000 + minor*100 + sub), or `None` if CRIU is
+/// missing or unreadable.
+pub fn version() -> Option<u32> {
+    let out = Command::new("criu").arg("--version").output().ok()?;
+    parse_version(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// Parses `criu --version` output (`Version: 4.2.1`, `Version: 3.17`).
+pub fn parse_version(text: &str) -> Option<u32> {
+    let v = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:"))?
+        .trim();
+    let mut parts = v.split('.').map(|p| p.trim().parse::<u32>().ok());
+    let major = parts.next()??;
+    let minor = parts.next().flatten().unwrap_or(0);
+    let sub = parts.next().flatten().unwrap_or(0);
+    Some(major * 10000 + minor * 100 + sub)
+}
+
+/// Whether the kernel lets CRIU track dirty memory (needed for pre-dumps).
+pub fn memory_tracking() -> bool {
+    Command::new("criu")
+        .args(["check", "--feature", "mem_dirty_track"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Whether runc accepts `restore --lsm-mount-context` (what Podman checks before a pod restore).
+pub fn runtime_supports_pod_restore(runc: &Path) -> bool {
+    Command::new(runc)
+        .args(["restore", "--lsm-mount-context"])
+        .output()
+        .map(|o| {
+            let t = String::from_utf8_lossy(&o.stderr).into_owned()
+                + &String::from_utf8_lossy(&o.stdout);
+            t.contains("flag needs an argument") || t.contains("requires an argument")
+        })
+        .unwrap_or(false)
+}
+
+/// The lines of a CRIU log that report errors (at most `max`), for a one-screen message.
+pub fn log_errors(log: &Path, max: usize) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return Vec::new();
+    };
+    let errs: Vec<String> = text
+        .lines()
+        .filter(|l| l.contains("Error") || l.contains("error"))
+        .map(|l| l.trim().to_string())
+        .collect();
+    let skip = errs.len().saturating_sub(max);
+    errs.into_iter().skip(skip).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions() {
+        assert_eq!(parse_version("Version: 4.2.1\n"), Some(40201));
+        assert_eq!(parse_version("Version: 3.17\nGitID: x"), Some(31700));
+        assert_eq!(parse_version("nonsense"), None);
+    }
+
+    #[test]
+    fn picks_error_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("dump.log");
+        std::fs::write(
+            &p,
+            "(0.1) ok\n(0.2) Error (criu/x.c:1): bad thing\n(0.3) fine\n",
+        )
+        .unwrap();
+        assert_eq!(
+            log_errors(&p, 5),
+            vec!["(0.2) Error (criu/x.c:1): bad thing"]
+        );
+        assert!(log_errors(&d.path().join("missing"), 5).is_empty());
+    }
+}
