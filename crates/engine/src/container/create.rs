@@ -146,6 +146,17 @@ impl Engine {
                 return Err(EngineError::io(&d, e));
             }
         }
+        // The container's root directory is 0555, as containers/storage makes it: CRIU checks
+        // the root's mode on restore, so both engines must agree for archives to travel.
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let upper = self.layout.upper(&id);
+            if let Err(e) = std::fs::set_permissions(&upper, std::fs::Permissions::from_mode(0o555))
+            {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(EngineError::io(&upper, e));
+            }
+        }
         let explicit = name.is_some();
         let mut record = ContainerRecord {
             id: id.clone(),
