@@ -168,8 +168,10 @@ impl Engine {
             resolv_file: run.join("resolv.conf"),
             containerenv_file: run.join(".containerenv"),
             shm_dir: self.layout.shm(&c.id),
-            nofile: rlimit(libc::RLIMIT_NOFILE),
-            nproc: rlimit(libc::RLIMIT_NPROC),
+            nofile: capped(rlimit(libc::RLIMIT_NOFILE), 1_048_576),
+            // Podman (as root) runs its exec sessions with at most 32768 processes; a larger
+            // limit in the spec makes `podman exec` fail after Podman restores our archive.
+            nproc: capped(rlimit(libc::RLIMIT_NPROC), 32_768),
             annotations: Vec::new(),
             stop_signal: c.config.stop_signal,
         };
@@ -241,6 +243,10 @@ impl Engine {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
+}
+
+fn capped((soft, hard): (u64, u64), max: u64) -> (u64, u64) {
+    (soft.min(max), hard.min(max))
 }
 
 /// The caller's own (soft, hard) limit: containers inherit what the caller may give.
