@@ -78,7 +78,9 @@ mod tests {
         let b = open_db(dir.path()).unwrap();
         ensure_schema(&b, "CREATE TABLE IF NOT EXISTS t (k TEXT PRIMARY KEY)").unwrap();
         a.execute("INSERT INTO t VALUES ('x')", []).unwrap();
-        let n: i64 = b.query_row("SELECT count(*) FROM t", [], |r| r.get(0)).unwrap();
+        let n: i64 = b
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
         assert_eq!(n, 1);
         assert!(b.execute("INSERT INTO t VALUES ('x')", []).is_err());
     }
