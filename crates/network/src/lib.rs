@@ -18,6 +18,7 @@ pub mod error;
 pub mod ipam;
 pub mod netavark;
 pub mod ports;
+pub mod scratchns;
 pub mod store;
 pub mod types;
 

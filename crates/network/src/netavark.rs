@@ -230,8 +230,45 @@ impl Runner {
     }
 }
 
+/// netavark's name for a network's iptables chains: the first 13 hex digits (upper case) of
+/// the SHA-512 of the network NAME (so two engines' networks of the same name share chains).
+pub fn chain_hash(network_name: &str) -> String {
+    use sha2::{Digest, Sha512};
+    Sha512::digest(network_name.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<String>()[..13]
+        .to_string()
+}
+
+/// netavark 1.4 leaves an empty `NETAVARK-DN-<hash>` nat chain behind when a network's last
+/// container is torn down without port mappings after another one with ports went earlier.
+/// Once the bridge is gone (complete teardown), delete that chain; iptables refuses if it is
+/// still non-empty or referenced, which is then left alone.
+pub fn drop_leftover_dn_chain(network: &Network) {
+    if Path::new("/sys/class/net")
+        .join(&network.network_interface)
+        .exists()
+    {
+        return;
+    }
+    let chain = format!("NETAVARK-DN-{}", chain_hash(&network.name));
+    let _ = Command::new("iptables")
+        .args(["-w", "-t", "nat", "-X", &chain])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chain_names() {
+        // NETAVARK-4E9FE06B54706 was seen on a host for a network named "stasis".
+        assert_eq!(super::chain_hash("stasis"), "4E9FE06B54706");
+    }
+
     use super::*;
 
     #[test]

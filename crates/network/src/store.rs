@@ -11,6 +11,7 @@ use crate::error::NetworkError;
 use crate::ipam::{self, Cidr};
 use crate::netavark::{Binaries, Options, PerNetwork, Runner};
 use crate::ports;
+use crate::scratchns::ScratchNetns;
 use crate::types::{
     Attach, CreateNetwork, Lease, Network, NetworkRequest, PortMapping, Subnet, DEFAULT_BRIDGE,
     DEFAULT_NETWORK, DEFAULT_SUBNET,
@@ -907,6 +908,46 @@ impl NetworkStore {
         let _ = tx.commit();
     }
 
+    /// netavark's per-network options and network definitions for tearing down `leases`.
+    fn teardown_plan(
+        conn: &rusqlite::Connection,
+        leases: &[&Lease],
+        c: &Attach,
+        errors: &mut Vec<String>,
+    ) -> (BTreeMap<String, PerNetwork>, BTreeMap<String, Network>) {
+        let mut per_net: BTreeMap<String, PerNetwork> = BTreeMap::new();
+        let mut info = BTreeMap::new();
+        for l in leases {
+            let Ok(ip) = l.ip.parse::<IpAddr>() else {
+                continue;
+            };
+            let e = per_net
+                .entry(l.network.clone())
+                .or_insert_with(|| PerNetwork {
+                    static_ips: Vec::new(),
+                    static_mac: l.mac.clone(),
+                    aliases: c
+                        .networks
+                        .iter()
+                        .find(|r| r.network == l.network)
+                        .map(|r| r.aliases.clone())
+                        .unwrap_or_default(),
+                    interface_name: l.interface_name.clone(),
+                });
+            e.static_ips.push(ip);
+            if !info.contains_key(&l.network) {
+                match Self::find(conn, &l.network) {
+                    Ok(n) => {
+                        info.insert(l.network.clone(), n);
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+        per_net.retain(|k, _| info.contains_key(k));
+        (per_net, info)
+    }
+
     /// Runs `netavark teardown` for the container's networks (those of `c.networks`, or all it
     /// holds addresses on when that list is empty) and releases the leases (and, when all
     /// networks go, the published ports). Goes on after errors and reports all of them.
@@ -934,36 +975,7 @@ impl NetworkStore {
             .filter(|l| wanted.as_ref().is_none_or(|w| w.contains(&l.network)))
             .collect();
         let remaining = leases.len() - selected.len();
-        let mut per_net: BTreeMap<String, PerNetwork> = BTreeMap::new();
-        let mut info = BTreeMap::new();
-        for l in &selected {
-            let Ok(ip) = l.ip.parse::<IpAddr>() else {
-                continue;
-            };
-            let e = per_net
-                .entry(l.network.clone())
-                .or_insert_with(|| PerNetwork {
-                    static_ips: Vec::new(),
-                    static_mac: l.mac.clone(),
-                    aliases: c
-                        .networks
-                        .iter()
-                        .find(|r| r.network == l.network)
-                        .map(|r| r.aliases.clone())
-                        .unwrap_or_default(),
-                    interface_name: l.interface_name.clone(),
-                });
-            e.static_ips.push(ip);
-            if !info.contains_key(&l.network) {
-                match Self::find(&conn, &l.network) {
-                    Ok(n) => {
-                        info.insert(l.network.clone(), n);
-                    }
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-        }
-        per_net.retain(|k, _| info.contains_key(k));
+        let (per_net, info) = Self::teardown_plan(&conn, &selected, c, &mut errors);
         let mut port_list = Vec::new();
         for p in &c.ports {
             match ports::normalize(p) {
@@ -983,14 +995,33 @@ impl NetworkStore {
                 network_info: info,
                 port_mappings: (!port_list.is_empty()).then_some(port_list),
             };
-            if !c.netns.exists() {
-                errors.push(format!(
-                    "network namespace {} is gone: netavark cannot remove the interfaces (they went with it) nor this container's port forwarding rules",
-                    c.netns.display()
-                ));
-            } else if let Err(e) = self.runner.teardown(&c.netns, &opts) {
-                errors.push(e.to_string());
+            let nets: Vec<Network> = opts.network_info.values().cloned().collect();
+            if c.netns.exists() {
+                if let Err(e) = self.runner.teardown(&c.netns, &opts) {
+                    errors.push(e.to_string());
+                }
+            } else {
+                // The namespace is gone and its interfaces with it: tear down the rest (ports,
+                // DNS, an emptied bridge) from a stand-in namespace.
+                let ifnames = opts
+                    .networks
+                    .values()
+                    .map(|p| p.interface_name.clone())
+                    .collect();
+                match ScratchNetns::new(ifnames) {
+                    Ok(ns) => {
+                        if let Err(e) = self.runner.teardown(ns.path(), &opts) {
+                            errors.push(e.to_string());
+                        }
+                    }
+                    Err(e) => errors.push(format!(
+                        "network namespace {} is gone and no stand-in could be made ({e}): port forwarding rules may remain",
+                        c.netns.display()
+                    )),
+                }
             }
+            nets.iter()
+                .for_each(crate::netavark::drop_leftover_dn_chain);
         }
         let released = (|| -> Result<(), NetworkError> {
             let mut conn = self.conn();
@@ -1024,29 +1055,63 @@ impl NetworkStore {
     }
 
     /// Releases the leases and ports of containers not in `alive` (after a crash) and returns
-    /// their IDs. Their network namespaces are presumed gone, and their veths with them; netavark
-    /// is not run (it needs the namespace), so per-container port forwarding rules of a crashed
-    /// container stay in iptables until the network's bridge loses its last container.
+    /// their IDs. Their network namespaces are presumed gone, and their veths with them;
+    /// `netavark teardown` is run against a throwaway namespace so that their port forwarding
+    /// and DNS entries go too, and the bridge and network firewall chains when they were the
+    /// last containers on it (its errors are ignored: best effort).
     pub fn release_stale(&self, alive: &[String]) -> Result<Vec<String>, NetworkError> {
         let _lock = self.lock()?;
-        let mut conn = self.conn();
         let alive: BTreeSet<&str> = alive.iter().map(String::as_str).collect();
-        let mut ids: BTreeSet<String> = BTreeSet::new();
-        {
+        let ids: Vec<String> = {
+            let conn = self.conn();
             let mut st = conn.prepare(
-                "SELECT container_id FROM net_leases UNION SELECT container_id FROM net_ports",
+                "SELECT container_id FROM net_leases UNION SELECT container_id FROM net_ports ORDER BY 1",
             )?;
             let v = st
                 .query_map([], |r| r.get::<_, String>(0))?
                 .collect::<Result<Vec<_>, _>>()?;
-            ids.extend(v.into_iter().filter(|id| !alive.contains(id.as_str())));
-        }
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            v.into_iter()
+                .filter(|id| !alive.contains(id.as_str()))
+                .collect()
+        };
         for id in &ids {
+            let (opts_parts, ports) = {
+                let conn = self.conn();
+                let leases = leases_where(&conn, "WHERE container_id = ?1", id)?;
+                let refs: Vec<&Lease> = leases.iter().collect();
+                let c = Attach {
+                    container_id: id.clone(),
+                    ..Default::default()
+                };
+                let mut ignored = Vec::new();
+                (
+                    Self::teardown_plan(&conn, &refs, &c, &mut ignored),
+                    ports_of(&conn, id)?,
+                )
+            };
+            let (per_net, info) = opts_parts;
+            if !per_net.is_empty() {
+                let ifnames = per_net.values().map(|p| p.interface_name.clone()).collect();
+                if let Ok(ns) = ScratchNetns::new(ifnames) {
+                    let opts = Options {
+                        container_id: id,
+                        container_name: "",
+                        networks: per_net,
+                        network_info: info,
+                        port_mappings: (!ports.is_empty()).then_some(ports),
+                    };
+                    let nets: Vec<Network> = opts.network_info.values().cloned().collect();
+                    let _ = self.runner.teardown(ns.path(), &opts);
+                    nets.iter()
+                        .for_each(crate::netavark::drop_leftover_dn_chain);
+                }
+            }
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             tx.execute("DELETE FROM net_leases WHERE container_id = ?1", [id])?;
             tx.execute("DELETE FROM net_ports WHERE container_id = ?1", [id])?;
+            tx.commit()?;
         }
-        tx.commit()?;
-        Ok(ids.into_iter().collect())
+        Ok(ids)
     }
 }
