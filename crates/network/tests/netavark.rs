@@ -496,8 +496,27 @@ fn two_networks_and_bad_requests() {
     // Gateway at the end of the subnet: allocation wraps to the start.
     assert_eq!(ipnet(&s, "snt7-x", "eth1"), "10.91.208.1/24");
     assert!(ns.addr("eth1").is_some());
-    // Setup again (e.g. after an engine crash): the same addresses, no new leases.
-    f.store.teardown(&a).unwrap();
+    // The namespace is lost (engine crash) and the container set up again in a new one: it
+    // keeps its addresses and MAC, no new leases.
+    let mac = s[&f.def].interfaces["eth0"].mac_address.clone();
+    f.delete_ns(&ns);
+    let ns = f.ns("t2");
+    let mut again = a.clone();
+    again.netns = ns.path();
+    f.remember(&again);
+    let s2 = f.store.setup(&again).unwrap();
+    assert_eq!(ipnet(&s2, &f.def, "eth0"), "10.91.207.2/24");
+    assert_eq!(ipnet(&s2, "snt7-x", "eth1"), "10.91.208.1/24");
+    assert_eq!(s2[&f.def].interfaces["eth0"].mac_address, mac);
+    assert_eq!(f.store.leases_of("c1").unwrap().len(), 2);
+    // A different static IP while attached is refused.
+    let mut other = again.clone();
+    other.networks[0].static_ips = vec!["10.91.207.9".parse().unwrap()];
+    assert!(matches!(
+        f.store.setup(&other),
+        Err(NetworkError::AlreadyAttached { .. })
+    ));
+    f.store.teardown(&again).unwrap();
 
     let dup = f.attach("c2", &ns, vec![net(&f.def), net(&f.def)]);
     assert!(matches!(
