@@ -30,6 +30,8 @@ pub struct CreateConfig {
     /// `none` (loopback only) until networks land.
     pub network_mode: String,
     pub cgroup_parent: String,
+    /// `--rm`: remove the container when it exits.
+    pub auto_remove: bool,
     /// The OCI runtime spec handed to runc (generated at create, or spec.dump on restore).
     pub spec: Option<serde_json::Value>,
 }

@@ -31,6 +31,9 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Message(String),
+    /// `exec` could not run the command (exit code 126 or 127, as Podman).
+    #[error("{message}")]
+    ExecFailed { code: i32, message: String },
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,

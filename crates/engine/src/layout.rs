@@ -67,8 +67,13 @@ impl Layout {
     pub fn netns_dir(&self) -> PathBuf {
         self.runroot.join("netns")
     }
+    /// The lock file guarding container `id`: one of 4096 files picked by the ID's first three
+    /// hex digits. Lock files are never removed, so every process locks the same file for the
+    /// same container (deleting them would let a racing process lock a fresh, different file).
+    /// A process must never hold two container locks at once: two IDs may share a file.
     pub fn lock_path(&self, id: &str) -> PathBuf {
-        self.runroot.join("locks").join(id)
+        let bucket: String = id.chars().take(3).collect();
+        self.runroot.join("locks").join(format!("ctr-{bucket}"))
     }
     /// Lock serialising whole-store operations (image removal against container creation).
     pub fn store_lock(&self) -> PathBuf {

@@ -113,6 +113,7 @@ pub fn from_libpod(config: &ContainerConfig, spec: &Value) -> CreateConfig {
             config.network_mode.clone()
         },
         cgroup_parent: "/stasis".into(),
+        auto_remove: spec["annotations"]["io.podman.annotations.autoremove"] == "TRUE",
         spec: Some(spec.clone()),
     }
 }

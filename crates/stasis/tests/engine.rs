@@ -532,7 +532,6 @@ fn find_named(dir: &std::path::Path, name: &str) -> Vec<std::path::PathBuf> {
 }
 
 #[test]
-#[ignore = "engine bug: run -d --rm leaves the container after it exits (Podman removes it)"]
 fn detached_run_with_rm_removes_the_container_when_it_exits() {
     let s = Store::with_image();
     let id = run_detached_with(&s, &["--rm"], "gone", &["sh", "-c", "exit 2"]);
@@ -549,7 +548,6 @@ fn detached_run_with_rm_removes_the_container_when_it_exits() {
 }
 
 #[test]
-#[ignore = "engine bug: exec of a command missing from the image exits 255 with runc's logfmt line, not 127"]
 fn exec_of_a_missing_command_exits_127() {
     let s = Store::with_image();
     run_detached(&s, "x1", &["sleep", "600"]);
@@ -561,13 +559,11 @@ fn exec_of_a_missing_command_exits_127() {
 }
 
 #[test]
-#[ignore = "engine bug: a lookup racing rm -f (ps, conmon's exit callback) recreates runroot/locks/<id> after rm deleted it"]
-fn rm_force_leaves_no_lock_file_when_other_commands_race_it() {
-    // Every verb looks the container up, then opens its lock file with O_CREAT. When `rm -f`
-    // deletes the row and unlinks the lock file in between, the file is created again and
-    // nobody ever removes it. `ps` makes the window wide: it reads all rows, then locks the
-    // running containers one by one, and the ones whose `rm -f` finished meanwhile get a new
-    // lock file. (conmon's `container cleanup` has the same window, narrower.)
+fn removed_containers_leave_no_lock_file_of_their_own_when_commands_race_rm() {
+    // Container locks are a fixed pool of files (`locks/ctr-XYZ`, by the ID's first three hex
+    // digits), never deleted: a lookup racing `rm -f` cannot recreate a per-container file, and
+    // every process locks the same file for the same container. `ps` makes the window wide: it
+    // reads all rows, then locks the running containers one by one while `rm -f` runs.
     const N: usize = 8;
     let s = Store::with_image();
     let ids: Vec<String> = (0..N)
@@ -585,10 +581,22 @@ fn rm_force_leaves_no_lock_file_when_other_commands_race_it() {
     for id in &ids {
         s.assert_container_gone(id);
     }
-    let leaked = dir_entries(&s.runroot.join("locks"));
+    let files = dir_entries(&s.runroot.join("locks"));
+    let per_container: Vec<&String> = files
+        .iter()
+        .filter(|f| ids.iter().any(|id| f.contains(id.as_str())))
+        .collect();
     assert!(
-        leaked.is_empty(),
-        "{} of {N} removed containers left a lock file: {leaked:?}",
-        leaked.len()
+        per_container.is_empty(),
+        "removed containers left lock files named after them: {per_container:?}"
     );
+    let buckets: std::collections::BTreeSet<String> =
+        ids.iter().map(|id| format!("ctr-{}", &id[..3])).collect();
+    for f in &files {
+        let name = f.rsplit('/').next().unwrap_or(f);
+        assert!(
+            buckets.contains(name),
+            "unexpected lock file {f}: only the pool files of these containers may exist"
+        );
+    }
 }

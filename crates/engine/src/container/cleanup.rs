@@ -8,8 +8,16 @@ impl Engine {
     /// Entry point of conmon's exit command.
     pub fn cleanup(&self, key: &str) -> Result<(), EngineError> {
         let c = self.lookup(key)?;
-        let _lock = self.lock(&c.id)?;
-        self.refresh(&c.id).map(drop)
+        let lock = self.lock(&c.id)?;
+        let c = self.refresh(&c.id)?;
+        drop(lock);
+        if c.state == State::Exited && c.config.auto_remove && !c.checkpointed {
+            match self.remove(&c.id, true) {
+                Ok(_) | Err(EngineError::NoSuchContainer(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Records the exit (caller holds the lock) and tears down runtime resources: runc's

@@ -21,6 +21,7 @@ pub struct CreateRequest {
     pub stop_signal: Option<i32>,
     pub stop_timeout: Option<u32>,
     pub create_command: Vec<String>,
+    pub auto_remove: bool,
 }
 
 pub(crate) fn now() -> String {
@@ -110,6 +111,7 @@ impl Engine {
             stop_signal,
             stop_timeout: req.stop_timeout.unwrap_or(10),
             create_command: req.create_command.clone(),
+            auto_remove: req.auto_remove,
             netns: Some(
                 self.layout
                     .netns_dir()

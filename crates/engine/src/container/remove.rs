@@ -35,7 +35,6 @@ impl Engine {
         }
         let _ = std::fs::remove_file(self.layout.exit_file(&c.id));
         db::delete(self.conn(), &c.id)?;
-        let _ = std::fs::remove_file(self.layout.lock_path(&c.id));
         Ok(c.id)
     }
 }

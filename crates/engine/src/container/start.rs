@@ -172,7 +172,11 @@ impl Engine {
             // Podman (as root) runs its exec sessions with at most 32768 processes; a larger
             // limit in the spec makes `podman exec` fail after Podman restores our archive.
             nproc: capped(rlimit(libc::RLIMIT_NPROC), 32_768),
-            annotations: Vec::new(),
+            annotations: if c.config.auto_remove {
+                vec![("io.podman.annotations.autoremove".into(), "TRUE".into())]
+            } else {
+                Vec::new()
+            },
             stop_signal: c.config.stop_signal,
         };
         let spec = spec::generate(&input).map_err(|e| {

@@ -165,6 +165,8 @@ fn create_request(a: &RunArgs) -> Result<CreateRequest> {
         stop_signal,
         stop_timeout: a.stop_timeout,
         create_command: std::env::args().collect(),
+        // A foreground `run --rm` removes the container itself once it has its exit code.
+        auto_remove: a.rm && a.detach,
     })
 }
 

@@ -42,8 +42,11 @@ pub fn error_chain(e: &anyhow::Error) -> String {
     out
 }
 
-pub fn exit_code_for(_e: &anyhow::Error) -> u8 {
-    EXIT_ENGINE
+pub fn exit_code_for(e: &anyhow::Error) -> u8 {
+    match e.downcast_ref::<stasis_engine::EngineError>() {
+        Some(stasis_engine::EngineError::ExecFailed { code, .. }) => *code as u8,
+        _ => EXIT_ENGINE,
+    }
 }
 
 /// Runs `f` for each name, printing what it returns; reports every failure, fails if any did.
