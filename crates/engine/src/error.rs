@@ -48,6 +48,8 @@ pub enum EngineError {
     Image(#[from] stasis_image::ImageError),
     #[error(transparent)]
     State(#[from] stasis_state::StateError),
+    #[error(transparent)]
+    Network(#[from] stasis_network::NetworkError),
     #[error("state database: {0}")]
     Db(#[source] stasis_state::rusqlite::Error),
 }

@@ -20,6 +20,7 @@ pub mod netns;
 pub mod runc;
 pub mod spec;
 pub mod user;
+pub mod volumes;
 
 use std::path::PathBuf;
 
@@ -79,6 +80,7 @@ pub struct Engine {
     pub layout: Layout,
     pub opts: EngineOptions,
     pub images: ImageStore,
+    pub networks: stasis_network::NetworkStore,
     pub runc: runc::Runc,
     conn: rusqlite::Connection,
 }
@@ -99,12 +101,15 @@ impl Engine {
         }
         let conn = stasis_state::open_db(&layout.root)?;
         db::ensure_schema(&conn).map_err(EngineError::Db)?;
+        volumes::ensure_schema(&conn).map_err(EngineError::Db)?;
         let images = ImageStore::open(&layout.root)?;
+        let networks = stasis_network::NetworkStore::open(&layout.root, &layout.runroot)?;
         let runc = runc::Runc::new(&opts.runc, layout.runc_root());
         Ok(Self {
             layout,
             opts,
             images,
+            networks,
             runc,
             conn,
         })

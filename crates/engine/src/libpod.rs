@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use stasis_archive::config::ContainerConfig;
+use stasis_archive::config::{ContainerConfig, NamedVolume, PerNetworkOptions};
+
+use crate::config::NetAttachment;
+use crate::container::mounts_and_networks::{from_podman_network, to_podman_network};
+use crate::volumes::{BindMount, VolumeMount};
 
 use crate::config::CreateConfig;
 use crate::db::ContainerRecord;
@@ -35,8 +39,45 @@ pub fn to_libpod(c: &ContainerRecord, spec: &Value, layout: &Layout) -> Containe
         static_dir: bundle,
         mounts: vec![layout.shm(&c.id).to_string_lossy().into_owned()],
         user: c.config.user.clone(),
-        create_net_ns: c.config.netns.is_some(),
+        create_net_ns: c.config.netns.is_some() && c.config.pod.is_none(),
         network_mode: c.config.network_mode.clone(),
+        networks: c
+            .config
+            .networks
+            .iter()
+            .map(|n| {
+                (
+                    to_podman_network(&n.network),
+                    PerNetworkOptions {
+                        static_ips: n.static_ips.clone(),
+                        aliases: n.aliases.clone(),
+                        static_mac: n.static_mac.clone().unwrap_or_default(),
+                        interface_name: n.interface_name.clone().unwrap_or_else(|| "eth0".into()),
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+        port_mappings: c.config.ports.clone(),
+        named_volumes: c
+            .config
+            .volumes
+            .iter()
+            .map(|v| NamedVolume {
+                name: v.name.clone(),
+                dest: v.dest.clone(),
+                options: v.options.clone(),
+                is_anonymous: v.anonymous,
+                ..Default::default()
+            })
+            .collect(),
+        user_volumes: c
+            .config
+            .volumes
+            .iter()
+            .map(|v| v.dest.clone())
+            .chain(c.config.binds.iter().map(|b| b.dest.clone()))
+            .collect(),
         entrypoint: c.config.entrypoint.clone(),
         command: c.config.command.clone(),
         labels: c.config.labels.iter().cloned().collect::<BTreeMap<_, _>>(),
@@ -108,14 +149,69 @@ pub fn from_libpod(config: &ContainerConfig, spec: &Value) -> CreateConfig {
         create_command: config.create_command.clone(),
         netns: None,
         network_mode: if config.network_mode.is_empty() {
-            "none".into()
+            if config.networks.is_empty() {
+                "none"
+            } else {
+                "bridge"
+            }
+            .into()
         } else {
             config.network_mode.clone()
         },
+        networks: config
+            .networks
+            .iter()
+            .map(|(name, o)| NetAttachment {
+                network: from_podman_network(name),
+                static_ips: o.static_ips.clone(),
+                static_mac: (!o.static_mac.is_empty()).then(|| o.static_mac.clone()),
+                aliases: o.aliases.clone(),
+                interface_name: (!o.interface_name.is_empty()).then(|| o.interface_name.clone()),
+            })
+            .collect(),
+        ports: config.port_mappings.clone(),
+        volumes: config
+            .named_volumes
+            .iter()
+            .map(|v| VolumeMount {
+                name: v.name.clone(),
+                dest: v.dest.clone(),
+                options: v.options.clone(),
+                anonymous: v.is_anonymous,
+            })
+            .collect(),
+        binds: user_binds(config, spec),
         cgroup_parent: "/stasis".into(),
         auto_remove: spec["annotations"]["io.podman.annotations.autoremove"] == "TRUE",
         spec: Some(spec.clone()),
+        ..Default::default()
     }
+}
+
+/// Bind mounts the user asked for: spec mounts at `userVolumes` destinations that are not
+/// named volumes.
+fn user_binds(config: &ContainerConfig, spec: &Value) -> Vec<BindMount> {
+    let mounts = spec["mounts"].as_array().cloned().unwrap_or_default();
+    config
+        .user_volumes
+        .iter()
+        .filter(|d| !config.named_volumes.iter().any(|v| &v.dest == *d))
+        .filter_map(|d| {
+            let m = mounts.iter().find(|m| m["destination"] == d.as_str())?;
+            Some(BindMount {
+                source: m["source"].as_str()?.to_string(),
+                dest: d.clone(),
+                options: m["options"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|o| o.as_str().map(String::from))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,5 +230,16 @@ mod tests {
         assert_eq!(c.stop_signal, 15);
         assert_eq!(c.labels, vec![("fixture".to_string(), "yes".to_string())]);
         assert!(c.env.iter().any(|e| e == "PATH=/bin"));
+        assert_eq!(c.network_mode, "bridge");
+        assert_eq!(c.networks[0].network, "stasisfx-net");
+        assert_eq!(c.networks[0].static_ips, vec!["10.89.77.5"]);
+        assert_eq!(
+            c.networks[0].static_mac.as_deref(),
+            Some("92:d0:c6:0a:29:33")
+        );
+        assert_eq!(c.ports[0].host_port, 18080);
+        assert_eq!(c.volumes[0].name, "stasisfx-vol");
+        assert_eq!(c.volumes[0].dest, "/data");
+        assert!(c.binds.is_empty());
     }
 }

@@ -279,6 +279,8 @@ pub struct Relocation {
     pub resolv_file: PathBuf,
     pub containerenv_file: PathBuf,
     pub shm_dir: PathBuf,
+    /// Destination → host directory of the container's named volumes.
+    pub volume_sources: Vec<(String, PathBuf)>,
 }
 
 /// Rewrites a dumped runtime spec (ours or Podman's `spec.dump`) for this host: root path,
@@ -313,7 +315,10 @@ pub fn relocate(spec: &mut serde_json::Value, r: &Relocation) -> Result<(), Stri
                 "/etc/resolv.conf" => &r.resolv_file,
                 "/run/.containerenv" | "/var/run/.containerenv" => &r.containerenv_file,
                 "/dev/shm" if m["type"] == "bind" => &r.shm_dir,
-                _ => continue,
+                d => match r.volume_sources.iter().find(|(dest, _)| dest == d) {
+                    Some((_, src)) => src,
+                    None => continue,
+                },
             };
             m["source"] = src.to_string_lossy().into_owned().into();
         }
@@ -439,6 +444,7 @@ mod tests {
             resolv_file: "/run/c/resolv.conf".into(),
             containerenv_file: "/run/c/.containerenv".into(),
             shm_dir: "/new/shm".into(),
+            volume_sources: vec![("/data".into(), "/vol/data/_data".into())],
         };
         relocate(&mut v, &r).unwrap();
         let after: Vec<String> = v["mounts"]
@@ -461,6 +467,7 @@ mod tests {
         };
         assert_eq!(src("/etc/hosts").as_deref(), Some("/run/c/hosts"));
         assert_eq!(src("/dev/shm").as_deref(), Some("/new/shm"));
+        assert_eq!(src("/data").as_deref(), Some("/vol/data/_data"));
         let net = v["linux"]["namespaces"]
             .as_array()
             .unwrap()

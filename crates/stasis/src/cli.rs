@@ -41,6 +41,15 @@ pub enum Top {
     Image(ImageCmd),
     #[command(flatten)]
     Ctr(ContainerCmd),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(NetworkCmd),
+    /// Manage pods
+    #[command(subcommand)]
+    Pod(PodCmd),
     /// List images
     Images(ImagesArgs),
     /// Remove images
@@ -137,6 +146,24 @@ pub struct RunArgs {
     /// Remove the container when it exits
     #[arg(long)]
     pub rm: bool,
+    /// Mount a volume or host path: NAME:/dest[:ro], /host/path:/dest[:ro], or /dest
+    #[arg(short, long = "volume")]
+    pub volume: Vec<String>,
+    /// Network: bridge (default), none, host, or network names (comma-separated)
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+    /// Static IPv4 address on the network
+    #[arg(long)]
+    pub ip: Option<String>,
+    /// Static MAC address on the network
+    #[arg(long)]
+    pub mac_address: Option<String>,
+    /// Publish a container's port: [[ip:][hostPort]:]containerPort[/protocol]
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Run the container in this pod (name or ID)
+    #[arg(long)]
+    pub pod: Option<String>,
     /// Keep stdin open (accepted for compatibility)
     #[arg(short, long)]
     pub interactive: bool,
@@ -385,4 +412,136 @@ pub struct RestoreArgs {
     #[arg(long)]
     pub print_stats: bool,
     pub containers: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume
+    Create(VolumeCreateArgs),
+    /// List volumes
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show volumes as JSON
+    Inspect(NamesOnly),
+    /// Remove volumes
+    #[command(alias = "remove")]
+    Rm(ForceNames),
+    /// Remove every volume no container uses
+    Prune(PruneArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct VolumeCreateArgs {
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[arg(short, long)]
+    pub quiet: bool,
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesOnly {
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ForceNames {
+    /// Remove the containers using it too
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation (accepted for compatibility; prune never asks)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCmd {
+    /// Create a bridge network
+    Create(NetworkCreateArgs),
+    /// List networks
+    #[command(alias = "list")]
+    Ls(ListArgs),
+    /// Show networks as JSON
+    Inspect(NamesOnly),
+    /// Remove networks
+    #[command(alias = "remove")]
+    Rm(ForceNames),
+}
+
+#[derive(Debug, Args)]
+pub struct NetworkCreateArgs {
+    /// Subnet in CIDR notation
+    #[arg(long)]
+    pub subnet: Option<String>,
+    /// Gateway address (default: the subnet's first address)
+    #[arg(long)]
+    pub gateway: Option<String>,
+    /// No outside connectivity
+    #[arg(long)]
+    pub internal: bool,
+    /// Disable DNS (aardvark-dns) on this network
+    #[arg(long)]
+    pub disable_dns: bool,
+    pub name: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PodCmd {
+    /// Create a pod (with an infra container holding its shared namespaces)
+    Create(PodCreateArgs),
+    /// Start pods
+    Start(NamesOnly),
+    /// Stop pods (their containers too)
+    Stop(PodStopArgs),
+    /// Remove pods
+    Rm(PodRmArgs),
+    /// List pods
+    #[command(alias = "ls", alias = "list")]
+    Ps(ListArgs),
+    /// Show pods as JSON
+    Inspect(NamesOnly),
+}
+
+#[derive(Debug, Args)]
+pub struct PodCreateArgs {
+    #[arg(short, long)]
+    pub name: Option<String>,
+    /// Namespaces to share: ipc, net, uts, pid, cgroup (default ipc,net,uts)
+    #[arg(long)]
+    pub share: Option<String>,
+    /// Publish a port of the pod
+    #[arg(short, long)]
+    pub publish: Vec<String>,
+    /// Network of the pod
+    #[arg(long, alias = "net")]
+    pub network: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PodStopArgs {
+    #[arg(short = 't', long = "time")]
+    pub time: Option<u32>,
+    #[arg(short, long)]
+    pub all: bool,
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PodRmArgs {
+    #[arg(short, long)]
+    pub force: bool,
+    #[arg(short, long)]
+    pub all: bool,
+    pub names: Vec<String>,
 }

@@ -215,10 +215,25 @@ impl Engine {
                 diff_tar = Some(p);
             }
         }
+        let mut volumes = Vec::new();
+        if !opts.ignore_volumes {
+            for v in &c.config.volumes {
+                let p = scratch.path().join(format!("volume-{}.tar", v.name));
+                tar_dir(&self.volume_mountpoint(&v.name), &p)?;
+                volumes.push((v.name.clone(), p));
+            }
+        }
         let stats = bundle.join(names::STATS_DUMP);
         let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
         let log = self.layout.log_path(&c.id);
-        let status = NetworkStatus::default();
+        // Addresses on our default network are host-local: they are not carried (Podman would
+        // refuse them in its own default subnet). Custom networks keep theirs.
+        let status: NetworkStatus = self
+            .read_network_status(&c.id)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(net, _)| net != stasis_network::DEFAULT_NETWORK)
+            .collect();
         let parts = ArchiveParts {
             config: &config,
             spec: &spec,
@@ -228,7 +243,7 @@ impl Engine {
             rootfs_diff_tar: diff_tar.as_deref(),
             deleted_files: &deleted,
             devshm_tar: shm_tar.exists().then_some(shm_tar.as_path()),
-            volumes: &[],
+            volumes: &volumes,
             ctr_log: log.exists().then_some(log.as_path()),
         };
         let compression = opts.compression.unwrap_or(Compression::Zstd);

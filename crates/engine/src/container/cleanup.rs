@@ -52,6 +52,9 @@ impl Engine {
         if let Err(e) = self.runc.delete(&c.id, true) {
             errors.push(e.to_string());
         }
+        if let Err(e) = self.network_teardown(c) {
+            errors.push(format!("network teardown: {e}"));
+        }
         for p in [self.layout.merged(&c.id), self.layout.shm(&c.id)] {
             if let Err(e) = mounts::unmount(&p) {
                 errors.push(e.to_string());

@@ -22,6 +22,16 @@ pub struct CreateRequest {
     pub stop_timeout: Option<u32>,
     pub create_command: Vec<String>,
     pub auto_remove: bool,
+    /// `-v` values.
+    pub volumes: Vec<String>,
+    /// `--network`: `bridge` (default), `none`, `host`, or network names (comma-separated).
+    pub network: Option<String>,
+    pub ip: Option<String>,
+    pub mac_address: Option<String>,
+    /// `-p` values.
+    pub publish: Vec<String>,
+    /// `--pod`: pod name or ID.
+    pub pod: Option<String>,
 }
 
 pub(crate) fn now() -> String {
@@ -84,7 +94,7 @@ impl Engine {
                 .and_then(parse_signal)
                 .unwrap_or(libc::SIGTERM)
         });
-        let config = CreateConfig {
+        let mut config = CreateConfig {
             raw_image_name: req.image.clone(),
             image_name: image
                 .names
@@ -122,8 +132,28 @@ impl Engine {
             network_mode: "none".into(),
             cgroup_parent: "/stasis".into(),
             spec: None,
+            ..Default::default()
         };
+        self.resolve_network(
+            req.network.as_deref(),
+            req.ip.as_deref(),
+            req.mac_address.as_deref(),
+            &req.publish,
+            &mut config,
+        )?;
+        let image_volumes: Vec<String> = cfg
+            .volumes()
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        let created_volumes = self.resolve_volumes(&req.volumes, &image_volumes, &mut config)?;
         self.create_from_config(id, image.id.clone(), config, req.name.clone())
+            .inspect_err(|_| {
+                for v in &created_volumes {
+                    let _ = self.volume_delete(v);
+                }
+            })
     }
 
     /// Makes the storage and the row for a container whose configuration is decided. Used by

@@ -4,11 +4,12 @@
 
 mod checkpoint;
 mod cleanup;
-mod create;
+pub(crate) mod create;
 mod exec;
 mod inspect;
 mod list;
 mod logs;
+pub mod mounts_and_networks;
 mod remove;
 mod restore;
 mod start;

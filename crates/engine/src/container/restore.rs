@@ -26,7 +26,11 @@ use std::time::{Duration, Instant};
 use stasis_archive::{names, ContainerConfig, ImportPlan, PodInfo, RestoreRequest, World};
 use stasis_tar::UnpackOptions;
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
 use crate::container::checkpoint::tempdir_in;
+use crate::container::mounts_and_networks::{from_podman_network, reuse_from_status};
 use crate::db::{self, ContainerRecord, State};
 use crate::runc::CriuOpts;
 use crate::{conmon, criu, Engine, EngineError};
@@ -77,8 +81,11 @@ struct HostWorld<'a> {
 }
 
 impl World for HostWorld<'_> {
-    fn volume_exists(&self, _name: &str) -> bool {
-        false
+    fn volume_exists(&self, name: &str) -> bool {
+        self.engine
+            .volume(name)
+            .map(|v| v.is_some())
+            .unwrap_or(true)
     }
     fn find_pod(&self, _name_or_id: &str) -> Option<PodInfo> {
         None
@@ -149,7 +156,11 @@ impl Engine {
                 c.name, c.name
             )));
         }
-        self.restore_prepared(c, opts)
+        let reuse = match self.read_network_status(&c.id) {
+            Some(st) => reuse_from_status(&st, !opts.ignore_static_ip, !opts.ignore_static_mac),
+            None => BTreeMap::new(),
+        };
+        self.restore_prepared(c, opts, &reuse)
     }
 
     /// Runs the restore of a container whose bundle holds its checkpoint. On failure the
@@ -158,10 +169,11 @@ impl Engine {
         &self,
         mut c: ContainerRecord,
         opts: &RestoreOptions,
+        reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
     ) -> Result<RestoreReport, EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let run = (|| {
-            self.prepare_runtime(&c)?;
+            self.prepare_runtime(&c, reuse)?;
             let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
             if shm_tar.exists() {
                 let f = std::fs::File::open(&shm_tar).map_err(|e| EngineError::io(&shm_tar, e))?;
@@ -349,18 +361,47 @@ impl Engine {
                 .to_string_lossy()
                 .into_owned(),
         );
-        let _store = stasis_state::FileLock::exclusive(&self.layout.store_lock())?;
-        let c =
-            self.create_from_config(id.clone(), image_id, config, Some(plan.config.name.clone()))?;
-        drop(_store);
-        let _lock = self.lock(&c.id)?;
+        // Volumes of the archive: made now (they were checked absent, or --ignore-volumes
+        // reuses existing ones), removed again if the restore fails.
+        let mut created_volumes = Vec::new();
+        for v in &plan.config.named_volumes {
+            match self.volume_create(Some(&v.name), opts.ignore_volumes) {
+                Ok((_, true)) => created_volumes.push(v.name.clone()),
+                Ok((_, false)) => {}
+                Err(e) => {
+                    for n in &created_volumes {
+                        let _ = self.volume_delete(n);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let drop_volumes = |engine: &Engine| {
+            for n in &created_volumes {
+                let _ = engine.volume_delete(n);
+            }
+        };
+        let store = stasis_state::FileLock::exclusive(&self.layout.store_lock())?;
+        let created =
+            self.create_from_config(id.clone(), image_id, config, Some(plan.config.name.clone()));
+        drop(store);
+        let c = match created {
+            Ok(c) => c,
+            Err(e) => {
+                drop_volumes(self);
+                return Err(e);
+            }
+        };
+        let lock = self.lock(&c.id)?;
         let result = self.finish_import(&c, &plan, &contents, scratch.path(), &opts);
         match result {
             Ok(report) => Ok(report),
             Err(e) => {
-                // Nothing of a failed restore stays behind.
-                drop(_lock);
-                if let Err(rm) = self.remove(&c.id, true) {
+                // Nothing of a failed restore stays behind: container, leases, volumes.
+                drop(lock);
+                let rm = self.remove(&c.id, true);
+                drop_volumes(self);
+                if let Err(rm) = rm {
                     return Err(EngineError::msg(format!(
                         "{e}; cleaning up failed too: {rm}"
                     )));
@@ -408,19 +449,66 @@ impl Engine {
         }
         let _ = contents;
 
-        // 4. Root filesystem changes, on the freshly mounted overlay.
-        self.prepare_runtime(c)?;
+        // 4. Root filesystem changes, on the freshly mounted overlay; volume contents.
+        self.prepare_storage(c)?;
         if !opts.ignore_rootfs {
             self.apply_rootfs_changes(c)?;
         }
+        if !opts.ignore_volumes {
+            for v in &plan.config.named_volumes {
+                let tar = scratch.join(names::volume_tar(&v.name));
+                if !tar.exists() {
+                    return Err(EngineError::msg(format!(
+                        "archive has no {}: the content of volume {} is missing; use --ignore-volumes to restore without it",
+                        names::volume_tar(&v.name),
+                        v.name
+                    )));
+                }
+                let f = std::fs::File::open(&tar).map_err(|e| EngineError::io(&tar, e))?;
+                stasis_tar::unpack(
+                    std::io::BufReader::with_capacity(1 << 20, f),
+                    &self.volume_mountpoint(&v.name),
+                    &UnpackOptions {
+                        in_place: true,
+                        preserve_ownership: true,
+                        ..Default::default()
+                    },
+                )
+                .map_err(|e| EngineError::msg(format!("{}: {e}", names::volume_tar(&v.name))))?;
+            }
+        }
 
-        // 5. Restore.
-        let report = self.restore_prepared(c.clone(), opts)?;
+        // 5. Restore, reusing the archive's addresses where the rules allow.
+        let reuse = match (plan.reuse_network_status, self.read_network_status(&c.id)) {
+            (true, Some(st)) => reuse_from_status(&st, plan.reuse_ip, plan.reuse_mac)
+                .into_iter()
+                .map(|(net, a)| (from_podman_network(&net), a))
+                .filter(|(net, (ips, _))| self.addresses_fit(net, ips))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
+        let report = self.restore_prepared(c.clone(), opts, &reuse)?;
 
         // 6. Podman's final checks.
         stasis_archive::check_restored(plan, &report.name, &report.id)
             .map_err(|e| EngineError::msg(e.to_string()))?;
         Ok(report)
+    }
+
+    /// Whether `ips` all lie in a subnet of our network `net` (a Podman archive's addresses
+    /// on its own default network do not fit ours, and are then not reused).
+    fn addresses_fit(&self, net: &str, ips: &[IpAddr]) -> bool {
+        let Ok(n) = self.networks.get(net) else {
+            return false;
+        };
+        ips.iter().all(|ip| {
+            n.subnets.iter().any(|s| match ip {
+                IpAddr::V4(v4) => stasis_network::ipam::Cidr::parse(&s.subnet)
+                    .map(|c| c.contains(*v4))
+                    .unwrap_or(false),
+                IpAddr::V6(_) => false,
+            })
+        })
     }
 
     /// Applies `rootfs-diff.tar` and `deleted.files` from the bundle onto the mounted rootfs.

@@ -1,6 +1,8 @@
 //! `start`: mount the root filesystem, make the network namespace and the host-side files,
 //! write the runtime spec, and run the container under conmon.
 
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::conmon::{self, ConmonArgs};
@@ -24,7 +26,7 @@ impl Engine {
             )));
         }
         let result = (|| {
-            self.prepare_runtime(&c)?;
+            self.prepare_runtime(&c, &BTreeMap::new())?;
             let spec = match &c.config.spec {
                 // Restored containers run from their dumped spec, relocated to this host.
                 Some(saved) => {
@@ -75,13 +77,41 @@ impl Engine {
     }
 
     /// Everything outside runc that a container needs before `runc create` or `runc restore`:
-    /// runtime directory, rootfs overlay, /dev/shm, network namespace, hosts/hostname/resolv.conf.
-    pub(crate) fn prepare_runtime(&self, c: &ContainerRecord) -> Result<(), EngineError> {
+    /// storage (rootfs overlay, /dev/shm) and network (namespace, netavark, host files).
+    /// `reuse` holds addresses to ask for again (restore).
+    pub(crate) fn prepare_runtime(
+        &self,
+        c: &ContainerRecord,
+        reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
+    ) -> Result<(), EngineError> {
+        self.prepare_storage(c)?;
+        self.prepare_network(c, reuse)
+    }
+
+    /// Runtime directory, rootfs overlay and /dev/shm; bind sources checked.
+    pub(crate) fn prepare_storage(&self, c: &ContainerRecord) -> Result<(), EngineError> {
         let run = self.layout.run_dir(&c.id);
         std::fs::create_dir_all(&run).map_err(|e| EngineError::io(&run, e))?;
         let _ = std::fs::remove_file(self.layout.exit_file(&c.id));
         let _ = std::fs::remove_file(self.layout.pidfile(&c.id));
         self.runc.delete(&c.id, true)?;
+        for b in &c.config.binds {
+            if !Path::new(&b.source).exists() {
+                return Err(EngineError::msg(format!(
+                    "bind mount source {} of container {} (at {}) does not exist: create it first",
+                    b.source, c.name, b.dest
+                )));
+            }
+        }
+        for v in &c.config.volumes {
+            let p = self.volume_mountpoint(&v.name);
+            if !p.is_dir() {
+                return Err(EngineError::msg(format!(
+                    "volume {} of container {} is missing: create it with \"stasis volume create {}\"",
+                    v.name, c.name, v.name
+                )));
+            }
+        }
 
         let merged = self.layout.merged(&c.id);
         if !crate::layout::is_mountpoint(&merged) {
@@ -104,17 +134,82 @@ impl Engine {
         if !crate::layout::is_mountpoint(&shm) {
             mounts::mount_shm(&shm).map_err(|e| EngineError::io(&shm, e))?;
         }
+        Ok(())
+    }
+
+    /// Network namespace, netavark setup (once), and hosts/hostname/resolv.conf/.containerenv.
+    pub(crate) fn prepare_network(
+        &self,
+        c: &ContainerRecord,
+        reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
+    ) -> Result<(), EngineError> {
+        let run = self.layout.run_dir(&c.id);
+        std::fs::create_dir_all(&run).map_err(|e| EngineError::io(&run, e))?;
         if let Some(ns) = &c.config.netns {
             let ns = Path::new(ns);
             if !crate::layout::is_mountpoint(ns) {
                 netns::create(ns).map_err(|e| EngineError::io(ns, e))?;
             }
         }
-        let hosts = format!(
-            "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost localhost.localdomain\n127.0.1.1\t{} {}\n",
-            c.config.hostname, c.name
+        let status = if self.networks.leases_of(&c.id)?.is_empty() {
+            match self.network_setup(c, reuse) {
+                // A reused (dynamic) address another container took meanwhile: take a new
+                // one, as a new container would. Static addresses of the config still fail.
+                Err(EngineError::Network(
+                    stasis_network::NetworkError::IpInUse { .. }
+                    | stasis_network::NetworkError::MacInUse { .. },
+                )) if !reuse.is_empty() => {
+                    eprintln!(
+                        "the address container {} had is taken now: it gets a new one",
+                        c.name
+                    );
+                    self.network_setup(c, &BTreeMap::new())?
+                }
+                other => other?,
+            }
+        } else {
+            self.read_network_status(&c.id)
+        };
+        let mut hosts = String::from(
+            "127.0.0.1\tlocalhost localhost.localdomain\n::1\tlocalhost localhost.localdomain\n",
         );
-        let resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let mut own = Vec::new();
+        let mut dns = Vec::new();
+        let mut gateway = None;
+        for block in status.iter().flat_map(|s| s.values()) {
+            dns.extend(block.dns_server_ips.iter().cloned());
+            for iface in block.interfaces.values() {
+                for sn in &iface.subnets {
+                    own.push(sn.ipnet.split('/').next().unwrap_or_default().to_string());
+                    if gateway.is_none() {
+                        gateway = Some(sn.gateway.clone()).filter(|g| !g.is_empty());
+                    }
+                }
+            }
+        }
+        if own.is_empty() {
+            own.push("127.0.1.1".into());
+        }
+        for ip in &own {
+            hosts.push_str(&format!("{ip}\t{} {}\n", c.config.hostname, c.name));
+        }
+        if let Some(gw) = gateway {
+            hosts.push_str(&format!("{gw}\thost.containers.internal\n"));
+        }
+        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        let resolv = if dns.is_empty() {
+            host_resolv
+        } else {
+            let mut r = String::from("search dns.podman\n");
+            for d in &dns {
+                r.push_str(&format!("nameserver {d}\n"));
+            }
+            for l in host_resolv.lines().filter(|l| l.starts_with("options")) {
+                r.push_str(l);
+                r.push('\n');
+            }
+            r
+        };
         for (file, content) in [
             ("hosts", hosts),
             ("hostname", format!("{}\n", c.config.hostname)),
@@ -125,6 +220,19 @@ impl Engine {
             std::fs::write(&p, content).map_err(|e| EngineError::io(&p, e))?;
         }
         Ok(())
+    }
+
+    /// The container's saved network.status, if any.
+    pub(crate) fn read_network_status(&self, id: &str) -> Option<stasis_archive::NetworkStatus> {
+        let p = self
+            .layout
+            .bundle(id)
+            .join(stasis_archive::names::NETWORK_STATUS);
+        let bytes = std::fs::read(p).ok()?;
+        match stasis_archive::network::parse(&bytes) {
+            stasis_archive::NetworkStatusRead::Status(s) => Some(s),
+            _ => None,
+        }
     }
 
     /// The runtime spec of a fresh start.
@@ -182,8 +290,21 @@ impl Engine {
         let spec = spec::generate(&input).map_err(|e| {
             EngineError::msg(format!("generating the runtime spec of {}: {e}", c.name))
         })?;
-        serde_json::to_value(&spec)
-            .map_err(|e| EngineError::msg(format!("serialising the runtime spec: {e}")))
+        let mut v = serde_json::to_value(&spec)
+            .map_err(|e| EngineError::msg(format!("serialising the runtime spec: {e}")))?;
+        if let Some(m) = v["mounts"].as_array_mut() {
+            m.extend(super::mounts_and_networks::extra_mounts(
+                self,
+                &c.config.volumes,
+                &c.config.binds,
+            ));
+        }
+        if c.config.network_mode == "host" {
+            if let Some(ns) = v["linux"]["namespaces"].as_array_mut() {
+                ns.retain(|n| n["type"] != "network");
+            }
+        }
+        Ok(v)
     }
 
     /// This host's paths for the container's spec.
@@ -198,6 +319,12 @@ impl Engine {
             resolv_file: run.join("resolv.conf"),
             containerenv_file: run.join(".containerenv"),
             shm_dir: self.layout.shm(&c.id),
+            volume_sources: c
+                .config
+                .volumes
+                .iter()
+                .map(|v| (v.dest.clone(), self.volume_mountpoint(&v.name)))
+                .collect(),
         }
     }
 

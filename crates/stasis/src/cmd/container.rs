@@ -167,6 +167,12 @@ fn create_request(a: &RunArgs) -> Result<CreateRequest> {
         create_command: std::env::args().collect(),
         // A foreground `run --rm` removes the container itself once it has its exit code.
         auto_remove: a.rm && a.detach,
+        volumes: a.volume.clone(),
+        network: a.network.clone(),
+        ip: a.ip.clone(),
+        mac_address: a.mac_address.clone(),
+        publish: a.publish.clone(),
+        pod: a.pod.clone(),
     })
 }
 

@@ -3,6 +3,8 @@
 mod checkpoint;
 mod container;
 mod image;
+mod network;
+mod volume;
 
 use anyhow::Result;
 use stasis_engine::{Engine, EngineOptions};
@@ -21,6 +23,9 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Top::Container(c) | Top::Ctr(c) => container::run(&open()?, c),
         Top::Image(i) => image::run(&open()?, i),
+        Top::Volume(v) => volume::run(&open()?, v),
+        Top::Network(n) => network::run(&open()?, n),
+        Top::Pod(_p) => anyhow::bail!("pods are not implemented yet"),
         Top::Images(a) => image::run(&open()?, ImageCmd::Images(a)),
         Top::Rmi(a) => image::run(&open()?, ImageCmd::Rm(a)),
         Top::Pull(a) => image::run(&open()?, ImageCmd::Pull(a)),
