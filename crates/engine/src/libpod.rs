@@ -17,7 +17,6 @@ use crate::layout::Layout;
 /// libpod's config for one of our containers, as Podman 4.3 would have written it.
 pub fn to_libpod(c: &ContainerRecord, spec: &Value, layout: &Layout) -> ContainerConfig {
     let bundle = layout.bundle(&c.id).to_string_lossy().into_owned();
-    let run = layout.run_dir(&c.id);
     ContainerConfig {
         spec: Some(spec.clone()),
         id: c.id.clone(),
@@ -89,14 +88,11 @@ pub fn to_libpod(c: &ContainerRecord, spec: &Value, layout: &Layout) -> Containe
         cgroups_mode: "enabled".into(),
         log_path: layout.log_path(&c.id).to_string_lossy().into_owned(),
         log_driver: "k8s-file".into(),
-        conmon_pid_file: layout.conmon_pidfile(&c.id).to_string_lossy().into_owned(),
+        // No conmonPidFile / pid_file: Podman takes them as they are on restore, and our
+        // runtime directory does not exist on its host.
         runtime: "runc".into(),
         umask: "0022".into(),
         extra: [
-            (
-                "pid_file".to_string(),
-                Value::from(run.join("pidfile").to_string_lossy().into_owned()),
-            ),
             ("createWorkingDir".to_string(), Value::Bool(true)),
             ("passwd".to_string(), Value::Bool(true)),
             ("labelopts".to_string(), serde_json::json!(["disable"])),
