@@ -51,6 +51,8 @@ pub struct CreateConfig {
     pub binds: Vec<BindMount>,
     /// The pod (ID) the container belongs to.
     pub pod: Option<String>,
+    /// The pod's infra container (ID), for members.
+    pub pod_infra: Option<String>,
     /// Namespaces joined from the pod's infra container (`ipc`, `net`, `pid`, `uts`, `cgroup`).
     pub pod_shares: Vec<String>,
     /// This is a pod's infra container.

@@ -17,6 +17,7 @@ pub mod libpod;
 pub mod mounts;
 pub mod names;
 pub mod netns;
+pub mod pod;
 pub mod runc;
 pub mod spec;
 pub mod user;
@@ -102,6 +103,7 @@ impl Engine {
         let conn = stasis_state::open_db(&layout.root)?;
         db::ensure_schema(&conn).map_err(EngineError::Db)?;
         volumes::ensure_schema(&conn).map_err(EngineError::Db)?;
+        pod::ensure_schema(&conn).map_err(EngineError::Db)?;
         let images = ImageStore::open(&layout.root)?;
         let networks = stasis_network::NetworkStore::open(&layout.root, &layout.runroot)?;
         let runc = runc::Runc::new(&opts.runc, layout.runc_root());

@@ -38,8 +38,23 @@ pub fn to_libpod(c: &ContainerRecord, spec: &Value, layout: &Layout) -> Containe
         static_dir: bundle,
         mounts: vec![layout.shm(&c.id).to_string_lossy().into_owned()],
         user: c.config.user.clone(),
-        create_net_ns: c.config.netns.is_some() && c.config.pod.is_none(),
-        network_mode: c.config.network_mode.clone(),
+        create_net_ns: c.config.netns.is_some() && !c.config.network_mode.starts_with("container:"),
+        network_mode: if c.config.network_mode.starts_with("container:") {
+            String::new()
+        } else {
+            c.config.network_mode.clone()
+        },
+        pod: c
+            .config
+            .pod
+            .clone()
+            .filter(|_| !c.config.infra)
+            .unwrap_or_default(),
+        ipc_ns_ctr: pod_ctr(c, "ipc"),
+        net_ns_ctr: pod_ctr(c, "net"),
+        pid_ns_ctr: pod_ctr(c, "pid"),
+        uts_ns_ctr: pod_ctr(c, "uts"),
+        cgroup_ns_ctr: pod_ctr(c, "cgroup"),
         networks: c
             .config
             .networks
@@ -101,6 +116,15 @@ pub fn to_libpod(c: &ContainerRecord, spec: &Value, layout: &Layout) -> Containe
         .into_iter()
         .collect(),
         ..Default::default()
+    }
+}
+
+/// The infra container ID a pod member takes namespace `ns` from, or empty.
+fn pod_ctr(c: &ContainerRecord, ns: &str) -> String {
+    if c.config.pod_shares.iter().any(|s| s == ns) {
+        c.config.pod_infra.clone().unwrap_or_default()
+    } else {
+        String::new()
     }
 }
 
@@ -177,6 +201,18 @@ pub fn from_libpod(config: &ContainerConfig, spec: &Value) -> CreateConfig {
             })
             .collect(),
         binds: user_binds(config, spec),
+        pod: (!config.pod.is_empty()).then(|| config.pod.clone()),
+        pod_shares: [
+            ("ipc", &config.ipc_ns_ctr),
+            ("net", &config.net_ns_ctr),
+            ("pid", &config.pid_ns_ctr),
+            ("uts", &config.uts_ns_ctr),
+            ("cgroup", &config.cgroup_ns_ctr),
+        ]
+        .into_iter()
+        .filter(|(_, ctr)| !ctr.is_empty())
+        .map(|(ns, _)| ns.to_string())
+        .collect(),
         cgroup_parent: "/stasis".into(),
         auto_remove: spec["annotations"]["io.podman.annotations.autoremove"] == "TRUE",
         spec: Some(spec.clone()),

@@ -268,6 +268,29 @@ pub fn generate(input: &SpecInput) -> Result<Spec, oci_spec::OciSpecError> {
         .build()
 }
 
+/// Points the spec's namespaces of the given OCI types at existing ones (a pod's), adding
+/// entries that are missing; a shared UTS namespace drops the spec's hostname (runc refuses to
+/// set one without a private UTS namespace).
+pub fn join_namespaces(spec: &mut serde_json::Value, paths: &[(String, PathBuf)]) {
+    if paths.is_empty() {
+        return;
+    }
+    if let Some(nss) = spec["linux"]["namespaces"].as_array_mut() {
+        for (typ, path) in paths {
+            let p = path.to_string_lossy().into_owned();
+            match nss.iter_mut().find(|n| n["type"] == typ.as_str()) {
+                Some(n) => n["path"] = p.into(),
+                None => nss.push(serde_json::json!({"type": typ, "path": p})),
+            }
+        }
+    }
+    if paths.iter().any(|(t, _)| t == "uts") {
+        if let Some(o) = spec.as_object_mut() {
+            o.remove("hostname");
+        }
+    }
+}
+
 /// Host-side paths of a container being restored (or restarted from a saved spec).
 #[derive(Debug, Clone)]
 pub struct Relocation {
@@ -423,6 +446,29 @@ mod tests {
                     .is_some_and(|a| a.is_empty())
         };
         assert!(empty("ambient") && empty("inheritable"));
+    }
+
+    #[test]
+    fn joins_pod_namespaces() {
+        let mut v = serde_json::to_value(generate(&input()).unwrap()).unwrap();
+        join_namespaces(
+            &mut v,
+            &[
+                ("ipc".into(), "/proc/7/ns/ipc".into()),
+                ("uts".into(), "/proc/7/ns/uts".into()),
+                ("cgroup".into(), "/proc/7/ns/cgroup".into()),
+            ],
+        );
+        let ns = v["linux"]["namespaces"].as_array().unwrap();
+        let path = |t: &str| {
+            ns.iter()
+                .find(|n| n["type"] == t)
+                .map(|n| n["path"].clone())
+        };
+        assert_eq!(path("ipc").unwrap(), "/proc/7/ns/ipc");
+        assert_eq!(path("cgroup").unwrap(), "/proc/7/ns/cgroup");
+        assert!(path("pid").unwrap().is_null());
+        assert!(v.get("hostname").is_none());
     }
 
     #[test]

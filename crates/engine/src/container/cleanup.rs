@@ -60,7 +60,9 @@ impl Engine {
                 errors.push(e.to_string());
             }
         }
-        if let Some(ns) = &c.config.netns {
+        // A pod member's namespace is its infra container's: not ours to remove.
+        let own_ns = !c.config.network_mode.starts_with("container:");
+        if let (Some(ns), true) = (&c.config.netns, own_ns) {
             if let Err(e) = netns::remove(std::path::Path::new(ns)) {
                 errors.push(format!("removing network namespace {ns}: {e}"));
             }

@@ -134,13 +134,16 @@ impl Engine {
             spec: None,
             ..Default::default()
         };
-        self.resolve_network(
-            req.network.as_deref(),
-            req.ip.as_deref(),
-            req.mac_address.as_deref(),
-            &req.publish,
-            &mut config,
-        )?;
+        match &req.pod {
+            Some(p) => self.join_pod(p, req, &mut config)?,
+            None => self.resolve_network(
+                req.network.as_deref(),
+                req.ip.as_deref(),
+                req.mac_address.as_deref(),
+                &req.publish,
+                &mut config,
+            )?,
+        }
         let image_volumes: Vec<String> = cfg
             .volumes()
             .clone()
@@ -234,6 +237,50 @@ impl Engine {
                     return Err(e.into());
                 }
             }
+        }
+    }
+}
+
+impl Engine {
+    /// A pod member's configuration: the pod's shared namespaces, cgroup parent, and (when the
+    /// pod shares its network) the infra container's network namespace instead of its own.
+    fn join_pod(
+        &self,
+        pod: &str,
+        req: &CreateRequest,
+        config: &mut CreateConfig,
+    ) -> Result<(), EngineError> {
+        let pod = self.pod(pod)?;
+        config.pod = Some(pod.id.clone());
+        config.pod_infra = Some(pod.infra_id.clone());
+        config.pod_shares = pod.shares.clone();
+        config.cgroup_parent = pod.cgroup_parent();
+        if pod.shares("uts") && req.hostname.is_none() {
+            config.hostname = pod.name.clone();
+        }
+        if pod.shares("net") {
+            if !req.publish.is_empty()
+                || req.network.is_some()
+                || req.ip.is_some()
+                || req.mac_address.is_some()
+            {
+                return Err(EngineError::msg(format!(
+                    "pod {} shares its network: --publish, --network, --ip and --mac-address belong to the pod (stasis pod create -p ...)",
+                    pod.name
+                )));
+            }
+            let infra = self.lookup(&pod.infra_id)?;
+            config.netns = infra.config.netns.clone();
+            config.network_mode = format!("container:{}", infra.id);
+            Ok(())
+        } else {
+            self.resolve_network(
+                req.network.as_deref(),
+                req.ip.as_deref(),
+                req.mac_address.as_deref(),
+                &req.publish,
+                config,
+            )
         }
     }
 }

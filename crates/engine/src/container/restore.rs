@@ -87,8 +87,23 @@ impl World for HostWorld<'_> {
             .map(|v| v.is_some())
             .unwrap_or(true)
     }
-    fn find_pod(&self, _name_or_id: &str) -> Option<PodInfo> {
-        None
+    fn find_pod(&self, name_or_id: &str) -> Option<PodInfo> {
+        let p = self.engine.pod(name_or_id).ok()?;
+        Some(PodInfo {
+            id: p.id.clone(),
+            name: p.name.clone(),
+            infra_id: p.infra_id.clone(),
+            shares: stasis_archive::Shares {
+                ipc: p.shares("ipc"),
+                net: p.shares("net"),
+                pid: p.shares("pid"),
+                uts: p.shares("uts"),
+                cgroup: p.shares("cgroup"),
+            },
+            cgroup_parent: p.cgroup_parent(),
+            infra_mount_label: String::new(),
+            infra_process_label: String::new(),
+        })
     }
     fn container_name_taken(&self, name: &str) -> bool {
         db::name_taken(self.engine.conn(), name).unwrap_or(true)
@@ -198,8 +213,7 @@ impl Engine {
                             .map_err(|e| EngineError::msg(format!("{}: {e}", spec_path.display())))
                     })?,
             };
-            crate::spec::relocate(&mut spec, &self.relocation(&c))
-                .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+            self.relocate_spec(&c, &mut spec)?;
             self.write_spec(&c.id, &spec)?;
             let _ = std::fs::remove_file(bundle.join("restore.log"));
             let _ = std::fs::remove_file(bundle.join(names::STATS_RESTORE));
@@ -354,13 +368,30 @@ impl Engine {
             plan.config.id.clone()
         };
         let mut config = crate::libpod::from_libpod(&plan.config, &plan.spec);
-        config.netns = Some(
-            self.layout
-                .netns_dir()
-                .join(format!("stasis-{}", &id[..12]))
-                .to_string_lossy()
-                .into_owned(),
-        );
+        if let Some(pod) = &plan.pod {
+            // Joined to the pod: its cgroup, and its infra container's namespaces.
+            config.pod = Some(pod.id.clone());
+            config.pod_infra = Some(pod.infra_id.clone());
+            config.cgroup_parent = pod.cgroup_parent.clone();
+            if config.pod_shares.iter().any(|s| s == "net") {
+                let infra = self.lookup(&pod.infra_id)?;
+                config.netns = infra.config.netns.clone();
+                config.network_mode = format!("container:{}", infra.id);
+                config.networks.clear();
+                config.ports.clear();
+            }
+        }
+        if config.network_mode.starts_with("container:") {
+            // (set above for pods)
+        } else {
+            config.netns = Some(
+                self.layout
+                    .netns_dir()
+                    .join(format!("stasis-{}", &id[..12]))
+                    .to_string_lossy()
+                    .into_owned(),
+            );
+        }
         // Volumes of the archive: made now (they were checked absent, or --ignore-volumes
         // reuses existing ones), removed again if the restore fails.
         let mut created_volumes = Vec::new();

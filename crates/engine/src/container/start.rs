@@ -14,6 +14,11 @@ impl Engine {
     /// Starts a created or exited container. Starting a running container does nothing.
     pub fn start(&self, key: &str) -> Result<ContainerRecord, EngineError> {
         let c = self.lookup(key)?;
+        // A pod member needs its infra container running; started before this container's
+        // lock is taken (a process never holds two container locks).
+        if let (Some(pod), false) = (&c.config.pod, c.config.infra) {
+            self.running_infra(pod)?;
+        }
         let _lock = self.lock(&c.id)?;
         let mut c = self.refresh(&c.id)?;
         if c.state == State::Running {
@@ -31,8 +36,7 @@ impl Engine {
                 // Restored containers run from their dumped spec, relocated to this host.
                 Some(saved) => {
                     let mut s = saved.clone();
-                    crate::spec::relocate(&mut s, &self.relocation(&c))
-                        .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+                    self.relocate_spec(&c, &mut s)?;
                     s
                 }
                 None => self.generate_spec(&c)?,
@@ -145,13 +149,16 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let run = self.layout.run_dir(&c.id);
         std::fs::create_dir_all(&run).map_err(|e| EngineError::io(&run, e))?;
-        if let Some(ns) = &c.config.netns {
+        let shared_net = c.config.network_mode.strip_prefix("container:");
+        if let (Some(ns), None) = (&c.config.netns, shared_net) {
             let ns = Path::new(ns);
             if !crate::layout::is_mountpoint(ns) {
                 netns::create(ns).map_err(|e| EngineError::io(ns, e))?;
             }
         }
-        let status = if self.networks.leases_of(&c.id)?.is_empty() {
+        let status = if let Some(owner) = shared_net {
+            self.read_network_status(owner)
+        } else if self.networks.leases_of(&c.id)?.is_empty() {
             match self.network_setup(c, reuse) {
                 // A reused (dynamic) address another container took meanwhile: take a new
                 // one, as a new container would. Static addresses of the config still fail.
@@ -280,10 +287,15 @@ impl Engine {
             // Podman (as root) runs its exec sessions with at most 32768 processes; a larger
             // limit in the spec makes `podman exec` fail after Podman restores our archive.
             nproc: capped(rlimit(libc::RLIMIT_NPROC), 32_768),
-            annotations: if c.config.auto_remove {
-                vec![("io.podman.annotations.autoremove".into(), "TRUE".into())]
-            } else {
-                Vec::new()
+            annotations: {
+                let mut a = Vec::new();
+                if c.config.auto_remove {
+                    a.push(("io.podman.annotations.autoremove".into(), "TRUE".into()));
+                }
+                if let (Some(infra), false) = (&c.config.pod_infra, c.config.infra) {
+                    a.push(("io.kubernetes.cri-o.SandboxID".into(), infra.clone()));
+                }
+                a
             },
             stop_signal: c.config.stop_signal,
         };
@@ -304,6 +316,7 @@ impl Engine {
                 ns.retain(|n| n["type"] != "network");
             }
         }
+        crate::spec::join_namespaces(&mut v, &self.pod_namespaces(c)?);
         Ok(v)
     }
 
@@ -326,6 +339,18 @@ impl Engine {
                 .map(|v| (v.dest.clone(), self.volume_mountpoint(&v.name)))
                 .collect(),
         }
+    }
+
+    /// `relocation` plus the pod namespaces, for a spec about to run.
+    pub(crate) fn relocate_spec(
+        &self,
+        c: &ContainerRecord,
+        spec: &mut serde_json::Value,
+    ) -> Result<(), EngineError> {
+        crate::spec::relocate(spec, &self.relocation(c))
+            .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
+        crate::spec::join_namespaces(spec, &self.pod_namespaces(c)?);
+        Ok(())
     }
 
     pub(crate) fn write_spec(&self, id: &str, spec: &serde_json::Value) -> Result<(), EngineError> {

@@ -4,6 +4,7 @@ mod checkpoint;
 mod container;
 mod image;
 mod network;
+mod pod;
 mod volume;
 
 use anyhow::Result;
@@ -25,7 +26,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Top::Image(i) => image::run(&open()?, i),
         Top::Volume(v) => volume::run(&open()?, v),
         Top::Network(n) => network::run(&open()?, n),
-        Top::Pod(_p) => anyhow::bail!("pods are not implemented yet"),
+        Top::Pod(p) => pod::run(&open()?, p),
         Top::Images(a) => image::run(&open()?, ImageCmd::Images(a)),
         Top::Rmi(a) => image::run(&open()?, ImageCmd::Rm(a)),
         Top::Pull(a) => image::run(&open()?, ImageCmd::Pull(a)),
