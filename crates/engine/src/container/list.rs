@@ -52,6 +52,38 @@ pub fn status_line(c: &ContainerRecord) -> String {
     }
 }
 
+/// The PORTS column: `0.0.0.0:18080->80/tcp, ...`.
+pub fn ports_line(c: &ContainerRecord) -> String {
+    c.config
+        .ports
+        .iter()
+        .map(|p| {
+            let ip = if p.host_ip.is_empty() {
+                "0.0.0.0"
+            } else {
+                &p.host_ip
+            };
+            let proto = if p.protocol.is_empty() {
+                "tcp"
+            } else {
+                &p.protocol
+            };
+            if p.range > 1 {
+                format!(
+                    "{ip}:{}-{}->{}-{}/{proto}",
+                    p.host_port,
+                    p.host_port + p.range - 1,
+                    p.container_port,
+                    p.container_port + p.range - 1
+                )
+            } else {
+                format!("{ip}:{}->{}/{proto}", p.host_port, p.container_port)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Podman's state word for a container.
 pub fn state_word(c: &ContainerRecord) -> &'static str {
     match c.state {
@@ -83,8 +115,8 @@ pub fn ps_json(list: &[ContainerRecord]) -> serde_json::Value {
                     "StartedAt": c.started_at.as_deref().and_then(parse_time).map(|t| t.timestamp()).unwrap_or(0),
                     "Pid": c.pid.unwrap_or(0),
                     "Labels": c.config.labels.iter().cloned().collect::<std::collections::BTreeMap<_, _>>(),
-                    "Pod": "",
-                    "Ports": serde_json::Value::Null,
+                    "Pod": c.config.pod.clone().unwrap_or_default(),
+                    "Ports": c.config.ports,
                     "Checkpointed": c.checkpointed,
                     "Restored": c.restored,
                 })

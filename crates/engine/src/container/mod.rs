@@ -20,7 +20,7 @@ pub use checkpoint::{CheckpointOptions, CheckpointReport, ExportTarget};
 pub use create::{parse_signal, CreateRequest};
 pub use exec::ExecRequest;
 pub use inspect::inspect_json;
-pub use list::{ago, ps_json, status_line};
+pub use list::{ago, ports_line, ps_json, status_line};
 pub use restore::{ImportSource, RestoreOptions, RestoreReport};
 
 use stasis_state::FileLock;
@@ -64,7 +64,42 @@ impl Engine {
                 out.push(c);
             }
         }
+        if let Err(e) = self.reap_stale_network() {
+            eprintln!("warning: releasing stale network leases: {e}");
+        }
         Ok(out)
+    }
+
+    /// Releases network leases that outlived their container (a crash between a container's
+    /// exit and its cleanup, or a removed row): rows gone → released; exited containers → torn
+    /// down under their lock, so a concurrent start is never robbed of its address.
+    pub(crate) fn reap_stale_network(&self) -> Result<(), EngineError> {
+        let holders: std::collections::BTreeSet<String> = self
+            .networks
+            .leases()?
+            .into_iter()
+            .map(|l| l.container_id)
+            .collect();
+        let mut gone = Vec::new();
+        for id in &holders {
+            match db::get(self.conn(), id)? {
+                None => gone.push(id.clone()),
+                Some(c) if c.state == State::Exited => {
+                    let _lock = self.lock(id)?;
+                    if let Some(c) = db::get(self.conn(), id)? {
+                        if c.state == State::Exited {
+                            self.network_teardown(&c)?;
+                        }
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        if !gone.is_empty() {
+            let alive: Vec<String> = holders.into_iter().filter(|h| !gone.contains(h)).collect();
+            self.networks.release_stale(&alive)?;
+        }
+        Ok(())
     }
 
     pub(crate) fn lock(&self, id: &str) -> Result<FileLock, EngineError> {

@@ -244,7 +244,7 @@ fn ps(engine: &Engine, all: bool, quiet: bool, format: Option<&str>, no_trunc: b
                         cmd,
                         stasis_engine::container::ago(Some(&c.created_at)),
                         status_line(c),
-                        String::new(),
+                        stasis_engine::container::ports_line(c),
                         c.name.clone(),
                     ]
                 })
