@@ -668,3 +668,161 @@ pub fn sha256_hex(data: &[u8]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+// ---- Checkpoint/restore helpers (tests/checkpoint.rs, tests/interop.rs) ----
+
+/// The counter of the checkpoint tests: writes 0, 1, 2, ... to /tmp/count every 100 ms.
+pub const COUNTER: &str = "i=0; while true; do echo $i > /tmp/count; i=$((i+1)); sleep 0.1; done";
+
+impl Store {
+    /// Starts the [`COUNTER`] container `name` detached; returns its ID.
+    pub fn run_counter(&self, name: &str) -> String {
+        let out = self.ok(&["run", "-d", "--name", name, IMAGE, "sh", "-c", COUNTER]);
+        let id = out.trim().to_string();
+        assert!(is_full_id(&id), "run -d printed {out:?}, not an ID");
+        id
+    }
+
+    /// The counter of container `name`, if it can be read now.
+    pub fn try_count(&self, name: &str) -> Option<u64> {
+        let out = self.stasis(&["exec", name, "cat", "/tmp/count"]);
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    }
+
+    /// Polls until the counter of `name` is at least `min`; returns it.
+    pub fn count_at_least(&self, name: &str, min: u64) -> u64 {
+        poll(
+            &format!("the counter of {name} to reach {min}"),
+            Duration::from_secs(30),
+            || self.try_count(name).filter(|&n| n >= min),
+        )
+    }
+
+    /// Asserts that the freshly restored `name` counts on from the value `before`, read just
+    /// before the checkpoint (the dump happened later, so the file holds at least `before`), and
+    /// that it keeps counting. Returns the first value read after the restore.
+    pub fn assert_counts_on(&self, name: &str, before: u64) -> u64 {
+        let first = poll(
+            &format!("the counter of the restored {name}"),
+            Duration::from_secs(10),
+            || self.try_count(name),
+        );
+        assert!(
+            first >= before,
+            "{name} restarted: its counter is {first} right after the restore, it was {before} before the checkpoint"
+        );
+        self.count_at_least(name, first + 2);
+        first
+    }
+}
+
+/// One raw 512-byte-header record of a tar stream (header, then its data unpadded).
+#[derive(Debug, Clone)]
+pub struct TarRecord {
+    pub header: [u8; 512],
+    pub data: Vec<u8>,
+}
+
+impl TarRecord {
+    /// A ustar record: `kind` is the type flag (b'0' file, b'1' hard link, b'2' symlink,
+    /// b'3' character device, b'5' directory), `link` the link target.
+    pub fn new(name: &str, kind: u8, link: &str, data: &[u8]) -> TarRecord {
+        assert!(
+            name.len() < 100 && link.len() < 100,
+            "name too long for ustar"
+        );
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        let mode: u32 = match kind {
+            b'5' => 0o755,
+            b'2' => 0o777,
+            _ => 0o644,
+        };
+        put_octal(&mut h[100..108], mode.into());
+        put_octal(&mut h[108..116], 0);
+        put_octal(&mut h[116..124], 0);
+        put_octal(&mut h[136..148], 1_700_000_000);
+        h[156] = kind;
+        h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        put_octal(&mut h[329..337], if kind == b'3' { 1 } else { 0 });
+        put_octal(&mut h[337..345], if kind == b'3' { 3 } else { 0 });
+        let mut r = TarRecord {
+            header: h,
+            data: Vec::new(),
+        };
+        r.set_data(data);
+        r
+    }
+
+    /// The entry name (ustar prefix joined when present).
+    pub fn name(&self) -> String {
+        let field = |r: std::ops::Range<usize>| {
+            let b = &self.header[r];
+            let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+            String::from_utf8_lossy(&b[..end]).into_owned()
+        };
+        let name = field(0..100);
+        let prefix = if &self.header[257..262] == b"ustar" {
+            field(345..500)
+        } else {
+            String::new()
+        };
+        if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        }
+    }
+
+    /// Replaces the data, fixing the size and checksum fields.
+    pub fn set_data(&mut self, data: &[u8]) {
+        self.data = data.to_vec();
+        put_octal(&mut self.header[124..136], data.len() as u64);
+        self.header[148..156].copy_from_slice(b"        ");
+        let sum: u32 = self.header.iter().map(|&b| u32::from(b)).sum();
+        self.header[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    }
+}
+
+fn put_octal(field: &mut [u8], v: u64) {
+    let s = format!("{v:0w$o}\0", w = field.len() - 1);
+    field.copy_from_slice(s.as_bytes());
+}
+
+/// The records of an uncompressed tar stream (up to its end marker). Only plain ustar/GNU
+/// headers with octal sizes are understood, which is what `checkpoint -c none` writes.
+pub fn tar_records(bytes: &[u8]) -> Vec<TarRecord> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 512 <= bytes.len() {
+        let header: [u8; 512] = bytes[at..at + 512].try_into().unwrap();
+        if header.iter().all(|&b| b == 0) {
+            break;
+        }
+        let size_field = String::from_utf8_lossy(&header[124..136]);
+        let size = u64::from_str_radix(size_field.trim_matches(|c: char| c == '\0' || c == ' '), 8)
+            .unwrap_or_else(|e| panic!("tar size field {size_field:?}: {e}"))
+            as usize;
+        let data = bytes[at + 512..at + 512 + size].to_vec();
+        out.push(TarRecord { header, data });
+        at += 512 + size.div_ceil(512) * 512;
+    }
+    out
+}
+
+/// A tar stream of `records`, with the end-of-archive marker.
+pub fn tar_from_records(records: &[TarRecord]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for r in records {
+        out.extend_from_slice(&r.header);
+        out.extend_from_slice(&r.data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    out
+}
