@@ -51,6 +51,9 @@ pub struct CheckpointReport {
     pub dump_stats: Option<stasis_archive::DumpStats>,
 }
 
+/// zstd level of exports.
+pub const ZSTD_LEVEL: i32 = 1;
+
 /// Paths CRIU restores into that must not travel in rootfs-diff.tar: their host side is made
 /// afresh by the engine on restore.
 pub const DIFF_EXCLUDES: [&str; 9] = [
@@ -66,6 +69,22 @@ pub const DIFF_EXCLUDES: [&str; 9] = [
 ];
 
 impl Engine {
+    /// Memory the container uses now (its cgroup's), to size scratch space.
+    pub(crate) fn container_memory(&self, c: &ContainerRecord) -> Option<u64> {
+        let rel = format!(
+            "{}/stasis-{}",
+            c.config.cgroup_parent.trim_start_matches('/'),
+            c.id
+        );
+        [
+            format!("/sys/fs/cgroup/memory/{rel}/memory.usage_in_bytes"),
+            format!("/sys/fs/cgroup/{rel}/memory.current"),
+            format!("/sys/fs/cgroup/unified/{rel}/memory.current"),
+        ]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok())
+    }
+
     /// Checkpoints a running container.
     pub fn checkpoint(
         &self,
@@ -102,12 +121,24 @@ impl Engine {
             });
         }
         let bundle = self.layout.bundle(&c.id);
-        let images = bundle.join(names::CHECKPOINT_DIR);
+        // Images that only feed an export go to tmpfs: no disk round trip, and they are gone
+        // once the archive is written. Kept (or local) checkpoints live in the bundle.
+        let tmp_images = if opts.export.is_some() && !opts.keep {
+            tmpfs_scratch(self.container_memory(&c).unwrap_or(0))
+        } else {
+            None
+        };
+        let images = match &tmp_images {
+            Some(t) => t.path().join(names::CHECKPOINT_DIR),
+            None => bundle.join(names::CHECKPOINT_DIR),
+        };
+        let stale_images = bundle.join(names::CHECKPOINT_DIR);
         for stale in [names::STATS_DUMP, "dump.log", names::DEVSHM_CHECKPOINT_TAR] {
             let _ = std::fs::remove_file(bundle.join(stale));
         }
-        if images.exists() {
-            std::fs::remove_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
+        if stale_images.exists() {
+            std::fs::remove_dir_all(&stale_images)
+                .map_err(|e| EngineError::io(&stale_images, e))?;
         }
 
         let started = Instant::now();
@@ -133,9 +164,17 @@ impl Engine {
         tar_dir(&self.layout.shm(&c.id), &shm_tar)?;
 
         let export_result = match opts.export.take() {
-            Some(target) => self.export(&c, &opts, target),
+            Some(target) => self.export(&c, &opts, target, &images),
             None => Ok(()),
         };
+        if export_result.is_err() && tmp_images.is_some() && !opts.leave_running {
+            // The process is gone and the archive failed: keep the images with the container
+            // so that `restore NAME` can still bring it back.
+            if let Err(e) = copy_tree(&images, &stale_images) {
+                eprintln!("warning: keeping the checkpoint of {} failed: {e}", c.name);
+            }
+        }
+        drop(tmp_images);
 
         if !opts.leave_running {
             // The dump killed the process; let conmon record the exit, then release runtime
@@ -173,6 +212,7 @@ impl Engine {
         c: &ContainerRecord,
         opts: &CheckpointOptions,
         target: ExportTarget,
+        images: &Path,
     ) -> Result<(), EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let spec_path = bundle.join("config.json");
@@ -239,7 +279,7 @@ impl Engine {
             spec: &spec,
             network_status: Some(&status),
             stats_dump: stats.exists().then_some(stats.as_path()),
-            checkpoint_dir: &bundle.join(names::CHECKPOINT_DIR),
+            checkpoint_dir: images,
             rootfs_diff_tar: diff_tar.as_deref(),
             deleted_files: &deleted,
             devshm_tar: shm_tar.exists().then_some(shm_tar.as_path()),
@@ -247,6 +287,9 @@ impl Engine {
             ctr_log: log.exists().then_some(log.as_path()),
         };
         let compression = opts.compression.unwrap_or(Compression::Zstd);
+        // zstd level 1: as small as Podman's level 3 on memory pages (mostly either very
+        // repetitive or incompressible) and lighter on memory; see BENCHMARKS.md.
+        let level = (compression == Compression::Zstd).then_some(ZSTD_LEVEL);
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         match target {
             ExportTarget::File(path) => {
@@ -267,7 +310,7 @@ impl Engine {
                     std::io::BufWriter::with_capacity(1 << 20, f),
                     &label,
                     compression,
-                    None,
+                    level,
                     threads,
                     &parts,
                 )
@@ -288,7 +331,7 @@ impl Engine {
                 w,
                 "standard output",
                 compression,
-                None,
+                level,
                 threads,
                 &parts,
             )
@@ -320,6 +363,36 @@ pub(crate) fn tar_dir(dir: &Path, out: &Path) -> Result<(), EngineError> {
         .map_err(|e| EngineError::msg(format!("saving {}: {e}", dir.display())))?;
     w.into_inner()
         .map_err(|e| EngineError::io(out, e.into_error()))?;
+    Ok(())
+}
+
+/// A scratch directory on tmpfs (/dev/shm) when it has room for `need` bytes (plus a margin),
+/// for CRIU images that only pass through.
+pub(crate) fn tmpfs_scratch(need: u64) -> Option<Scratch> {
+    let dir = Path::new("/dev/shm");
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+    if avail < need.saturating_mul(5) / 4 + (256 << 20) {
+        return None;
+    }
+    tempdir_in(dir).ok()
+}
+
+/// Copies a directory tree (regular files, directories, symlinks).
+pub(crate) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(to)?;
+    for e in std::fs::read_dir(from)? {
+        let e = e?;
+        let ft = e.file_type()?;
+        let dest = to.join(e.file_name());
+        if ft.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dest)?;
+        } else {
+            std::fs::copy(e.path(), &dest)?;
+        }
+    }
     Ok(())
 }
 

@@ -29,7 +29,7 @@ use stasis_tar::UnpackOptions;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use crate::container::checkpoint::tempdir_in;
+use crate::container::checkpoint::{copy_tree, tempdir_in, tmpfs_scratch};
 use crate::container::mounts_and_networks::{from_podman_network, reuse_from_status};
 use crate::db::{self, ContainerRecord, State};
 use crate::runc::CriuOpts;
@@ -73,6 +73,19 @@ pub struct RestoreReport {
     pub name: String,
     pub runtime_duration: Duration,
     pub restore_stats: Option<stasis_archive::RestoreStats>,
+}
+
+/// Moves a file, copying when source and target are on different filesystems.
+fn move_file(from: &Path, to: &Path) -> Result<(), EngineError> {
+    match std::fs::rename(from, to) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            std::fs::copy(from, to).map_err(|e| EngineError::io(to, e))?;
+            let _ = std::fs::remove_file(from);
+            Ok(())
+        }
+        Err(e) => Err(EngineError::io(to, e)),
+    }
 }
 
 /// The host as the import rules see it.
@@ -165,6 +178,12 @@ impl Engine {
             )));
         }
         let inventory = self.layout.bundle(&c.id).join(names::CHECKPOINT_INVENTORY);
+        if !inventory.exists() && c.checkpointed {
+            return Err(EngineError::msg(format!(
+                "the checkpoint of container {} was exported to an archive and not kept here: restore it with \"stasis restore --import FILE\" (checkpoint with --keep to keep a local copy too)",
+                c.name
+            )));
+        }
         if !inventory.exists() {
             return Err(EngineError::msg(format!(
                 "a complete checkpoint for container {} cannot be found, cannot restore: checkpoint it first (\"stasis checkpoint {}\")",
@@ -175,21 +194,26 @@ impl Engine {
             Some(st) => reuse_from_status(&st, !opts.ignore_static_ip, !opts.ignore_static_mac),
             None => BTreeMap::new(),
         };
-        self.restore_prepared(c, opts, &reuse)
+        let bundle = self.layout.bundle(&c.id);
+        self.restore_prepared(c, opts, &reuse, &bundle, false)
     }
 
     /// Runs the restore of a container whose bundle holds its checkpoint. On failure the
     /// container's runtime resources are released (the caller decides about the container).
+    /// `source` holds `checkpoint/` and `devshm-checkpoint.tar`: the bundle (in place), or
+    /// the tmpfs scratch an archive was read into (`passing`: the images may be consumed).
     fn restore_prepared(
         &self,
         mut c: ContainerRecord,
         opts: &RestoreOptions,
         reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
+        source: &Path,
+        passing: bool,
     ) -> Result<RestoreReport, EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let run = (|| {
             self.prepare_runtime(&c, reuse)?;
-            let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
+            let shm_tar = source.join(names::DEVSHM_CHECKPOINT_TAR);
             if shm_tar.exists() {
                 let f = std::fs::File::open(&shm_tar).map_err(|e| EngineError::io(&shm_tar, e))?;
                 stasis_tar::unpack(
@@ -224,8 +248,13 @@ impl Engine {
             if opts.criu.file_locks {
                 runtime_opts.push("--file-locks".to_string());
             }
+            if passing && !opts.keep {
+                // CRIU punches holes in the page images as it restores: tmpfs memory is
+                // handed back progressively instead of being held twice.
+                runtime_opts.push("--auto-dedup".to_string());
+            }
             let started = Instant::now();
-            let images = bundle.join(names::CHECKPOINT_DIR);
+            let images = source.join(names::CHECKPOINT_DIR);
             let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts))?;
             Ok::<_, EngineError>((pid, started.elapsed()))
         })();
@@ -312,6 +341,7 @@ impl Engine {
             publish,
             ignore_rootfs: opts.ignore_rootfs,
         };
+        let mut src_size = None;
         let (reader, label): (Box<dyn Read + Send>, String) = match opts.import.take() {
             Some(ImportSource::File(p)) => {
                 let f = std::fs::File::open(&p).map_err(|e| {
@@ -320,6 +350,7 @@ impl Engine {
                         p.display()
                     ))
                 })?;
+                src_size = f.metadata().ok().map(|m| m.len());
                 (Box::new(f), p.display().to_string())
             }
             Some(ImportSource::Reader(r)) => (r, "standard input".into()),
@@ -327,7 +358,16 @@ impl Engine {
         };
 
         // 1. One pass over the archive; validation as soon as the head has passed.
-        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+        // The archive is read once into scratch space: tmpfs when it has room (CRIU then
+        // restores from memory), else the store's disk.
+        let need = match &src_size {
+            Some(n) => n.saturating_mul(3),
+            None => 2 << 30,
+        };
+        let scratch = match tmpfs_scratch(need) {
+            Some(s) => s,
+            None => tempdir_in(&self.layout.tmp_dir())?,
+        };
         let world = HostWorld { engine: self };
         let mut plan: Option<ImportPlan> = None;
         let mut image_err: Option<EngineError> = None;
@@ -451,28 +491,20 @@ impl Engine {
         scratch: &Path,
         opts: &RestoreOptions,
     ) -> Result<RestoreReport, EngineError> {
-        // 3. Archive files into the bundle (renames within one filesystem).
+        // 3. The small files go to the bundle; CRIU's images stay in the scratch space they
+        //    were read into (tmpfs when it had room) and are restored from there.
         let bundle = self.layout.bundle(&c.id);
-        for name in [
-            names::CHECKPOINT_DIR,
-            names::STATS_DUMP,
-            names::NETWORK_STATUS,
-            names::DEVSHM_CHECKPOINT_TAR,
-            names::DELETED_FILES,
-            names::ROOTFS_DIFF_TAR,
-        ] {
+        for name in [names::STATS_DUMP, names::NETWORK_STATUS] {
             let from = scratch.join(name);
             if from.exists() {
-                let to = bundle.join(name);
-                std::fs::rename(&from, &to).map_err(|e| EngineError::io(&to, e))?;
+                move_file(&from, &bundle.join(name))?;
             }
         }
         let log = scratch.join(names::CTR_LOG);
         if log.exists() {
-            let to = self.layout.log_path(&c.id);
-            std::fs::rename(&log, &to).map_err(|e| EngineError::io(&to, e))?;
+            move_file(&log, &self.layout.log_path(&c.id))?;
         }
-        if !bundle.join(names::CHECKPOINT_INVENTORY).exists() {
+        if !scratch.join(names::CHECKPOINT_INVENTORY).exists() {
             return Err(EngineError::msg(format!(
                 "archive has no {}: not a complete checkpoint",
                 names::CHECKPOINT_INVENTORY
@@ -483,7 +515,7 @@ impl Engine {
         // 4. Root filesystem changes, on the freshly mounted overlay; volume contents.
         self.prepare_storage(c)?;
         if !opts.ignore_rootfs {
-            self.apply_rootfs_changes(c)?;
+            self.apply_rootfs_changes(c, scratch)?;
         }
         if !opts.ignore_volumes {
             for v in &plan.config.named_volumes {
@@ -518,7 +550,16 @@ impl Engine {
                 .collect(),
             _ => BTreeMap::new(),
         };
-        let report = self.restore_prepared(c.clone(), opts, &reuse)?;
+        let report = self.restore_prepared(c.clone(), opts, &reuse, scratch, true)?;
+        if opts.keep {
+            let to = bundle.join(names::CHECKPOINT_DIR);
+            copy_tree(&scratch.join(names::CHECKPOINT_DIR), &to)
+                .map_err(|e| EngineError::io(&to, e))?;
+            let shm = scratch.join(names::DEVSHM_CHECKPOINT_TAR);
+            if shm.exists() {
+                move_file(&shm, &bundle.join(names::DEVSHM_CHECKPOINT_TAR))?;
+            }
+        }
 
         // 6. Podman's final checks.
         stasis_archive::check_restored(plan, &report.name, &report.id)
@@ -543,8 +584,8 @@ impl Engine {
     }
 
     /// Applies `rootfs-diff.tar` and `deleted.files` from the bundle onto the mounted rootfs.
-    fn apply_rootfs_changes(&self, c: &ContainerRecord) -> Result<(), EngineError> {
-        let bundle = self.layout.bundle(&c.id);
+    fn apply_rootfs_changes(&self, c: &ContainerRecord, from: &Path) -> Result<(), EngineError> {
+        let bundle = from;
         let merged = self.layout.merged(&c.id);
         let diff = bundle.join(names::ROOTFS_DIFF_TAR);
         if diff.exists() {
