@@ -55,7 +55,11 @@ pub fn runc_message(stderr: &str) -> String {
                 let mut esc = false;
                 for c in q.chars() {
                     if esc {
-                        out.push(c);
+                        match c {
+                            'n' => out.push_str("; "),
+                            't' => out.push(' '),
+                            c => out.push(c),
+                        }
                         esc = false;
                     } else if c == '\\' {
                         esc = true;

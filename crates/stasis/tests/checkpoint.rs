@@ -814,7 +814,6 @@ fn truncated_archive_message_says_where_it_ends() {
 }
 
 #[test]
-#[ignore = "engine bug: rootfs-diff.tar carries overlayfs's private trusted.overlay.origin xattr of copied-up files (a binary file handle); when it holds a 0x0a byte restore fails with 'malformed pax extension'"]
 fn rootfs_diff_carries_no_overlayfs_private_xattrs() {
     let s = Store::with_image();
     s.run_counter("c1");

@@ -215,7 +215,6 @@ fn rootfs_changes_survive_both_ways() {
 }
 
 #[test]
-#[ignore = "engine bug: config.dump carries stasis's own conmonPidFile/pid_file (under --runroot); Podman 4.3 clears them only under its RunRoot, so its conmon writes into stasis's store and fails once the original container is gone"]
 fn stasis_export_restores_in_podman_after_the_original_is_removed() {
     let s = Store::with_image();
     let p = Podman::new();

@@ -58,9 +58,15 @@ fn now() -> u64 {
 }
 
 /// Xattrs worth archiving: everything except SELinux labels (set by the
-/// runtime) and `system.*` (ACLs, handled elsewhere by other tools).
+/// runtime), `system.*` (ACLs, handled elsewhere by other tools) and
+/// overlayfs's private ones (`trusted.overlay.*`, `user.overlay.*`: file
+/// handles and redirects that mean nothing outside the overlay they came from,
+/// and binary values the `tar` crate cannot read back when they hold a newline).
 fn keep_xattr(name: &[u8]) -> bool {
-    !name.starts_with(b"system.") && name != b"security.selinux"
+    !name.starts_with(b"system.")
+        && name != b"security.selinux"
+        && !name.starts_with(b"trusted.overlay.")
+        && !name.starts_with(b"user.overlay.")
 }
 
 /// Reads the xattrs of `path` without following a final symlink.

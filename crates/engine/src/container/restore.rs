@@ -408,6 +408,13 @@ impl Engine {
             plan.config.id.clone()
         };
         let mut config = crate::libpod::from_libpod(&plan.config, &plan.spec);
+        if config
+            .networks
+            .iter()
+            .any(|n| n.network == stasis_network::DEFAULT_NETWORK)
+        {
+            self.networks.ensure_default()?;
+        }
         if let Some(pod) = &plan.pod {
             // Joined to the pod: its cgroup, and its infra container's namespaces.
             config.pod = Some(pod.id.clone());
