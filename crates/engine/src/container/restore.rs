@@ -439,6 +439,8 @@ impl Engine {
                     .into_owned(),
             );
         }
+        self.preflight_network(&config)?;
+
         // Volumes of the archive: made now (they were checked absent, or --ignore-volumes
         // reuses existing ones), removed again if the restore fails.
         let mut created_volumes = Vec::new();
@@ -572,6 +574,44 @@ impl Engine {
         stasis_archive::check_restored(plan, &report.name, &report.id)
             .map_err(|e| EngineError::msg(e.to_string()))?;
         Ok(report)
+    }
+
+    /// Checks, before anything is created, what the network setup would refuse: networks that
+    /// do not exist here, static addresses another container holds, host ports in use.
+    fn preflight_network(&self, config: &crate::config::CreateConfig) -> Result<(), EngineError> {
+        let leases = self.networks.leases()?;
+        for n in &config.networks {
+            self.networks.get(&n.network)?;
+            for ip in &n.static_ips {
+                if let Some(l) = leases
+                    .iter()
+                    .find(|l| l.network == n.network && &l.ip == ip)
+                {
+                    return Err(stasis_network::NetworkError::IpInUse {
+                        ip: ip.clone(),
+                        container: l.container_id.clone(),
+                    }
+                    .into());
+                }
+            }
+            if let Some(mac) = &n.static_mac {
+                let mac = mac.to_ascii_lowercase();
+                if let Some(l) = leases.iter().find(|l| {
+                    l.network == n.network
+                        && l.mac.as_deref().map(str::to_ascii_lowercase) == Some(mac.clone())
+                }) {
+                    return Err(EngineError::msg(format!(
+                        "MAC address {mac} is already in use by container {} on network {:?}: use --ignore-static-mac",
+                        l.container_id, n.network
+                    )));
+                }
+            }
+        }
+        for p in &config.ports {
+            let p = stasis_network::ports::normalize(p)?;
+            stasis_network::ports::check_free(&p)?;
+        }
+        Ok(())
     }
 
     /// Whether `ips` all lie in a subnet of our network `net` (a Podman archive's addresses
