@@ -18,6 +18,7 @@ pub mod mounts;
 pub mod names;
 pub mod netns;
 pub mod pod;
+pub mod progress;
 pub mod runc;
 pub mod spec;
 pub mod user;

@@ -40,6 +40,8 @@ pub struct CheckpointOptions {
     pub ignore_volumes: bool,
     pub pre_checkpoint: bool,
     pub with_previous: bool,
+    /// Show progress on a terminal.
+    pub progress: bool,
 }
 
 /// What a checkpoint did, for `--print-stats`.
@@ -306,8 +308,19 @@ impl Engine {
                 ));
                 let f = open_0600(&tmp)?;
                 let label = path.display().to_string();
+                let progress = crate::progress::Progress::new(
+                    opts.progress,
+                    &format!("exporting {}", c.name),
+                    None,
+                );
                 let res = stasis_archive::write_archive(
-                    std::io::BufWriter::with_capacity(1 << 20, f),
+                    std::io::BufWriter::with_capacity(
+                        1 << 20,
+                        crate::progress::CountingWriter {
+                            inner: f,
+                            progress: progress.clone(),
+                        },
+                    ),
                     &label,
                     compression,
                     level,
@@ -319,6 +332,7 @@ impl Engine {
                     w.into_inner()
                         .map_err(|e| EngineError::io(&tmp, e.into_error()))
                 });
+                progress.finish();
                 match res {
                     Ok(_) => std::fs::rename(&tmp, &path).map_err(|e| EngineError::io(&path, e)),
                     Err(e) => {

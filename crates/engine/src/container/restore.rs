@@ -64,6 +64,8 @@ pub struct RestoreOptions {
     pub ignore_static_mac: bool,
     pub publish: Vec<String>,
     pub pod: Option<String>,
+    /// Show progress on a terminal.
+    pub progress: bool,
 }
 
 /// What a restore did, for `--print-stats`.
@@ -372,6 +374,12 @@ impl Engine {
         let mut plan: Option<ImportPlan> = None;
         let mut image_err: Option<EngineError> = None;
         let mut image_id = String::new();
+        let progress =
+            crate::progress::Progress::new(opts.progress, &format!("importing {label}"), src_size);
+        let reader = crate::progress::CountingReader {
+            inner: reader,
+            progress: progress.clone(),
+        };
         let read = stasis_archive::read_compressed_archive(
             std::io::BufReader::with_capacity(1 << 20, reader),
             &label,
@@ -394,6 +402,7 @@ impl Engine {
                 Ok(())
             },
         );
+        progress.finish();
         if let Some(e) = image_err {
             return Err(e);
         }

@@ -71,6 +71,7 @@ pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
             ignore_volumes: a.ignore_volumes,
             pre_checkpoint: a.pre_checkpoint,
             with_previous: a.with_previous,
+            progress: !to_stdout,
         };
         match engine.checkpoint(n, opts) {
             Ok(r) => {
@@ -117,6 +118,7 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
         ignore_static_mac: a.ignore_static_mac,
         publish: a.publish.clone(),
         pod: a.pod.clone(),
+        progress: true,
     };
     let mut stats = Vec::new();
     let mut failed = false;
