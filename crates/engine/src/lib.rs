@@ -76,6 +76,33 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
     found
 }
 
+/// The host's main store: its default network is `stasis` on bridge `stasis0`, 10.90.0.0/16.
+pub const MAIN_ROOT: &str = "/var/lib/stasis";
+
+/// Network settings of a store. Stores side by side on one host (tests, benchmarks) must not
+/// share a bridge, a subnet or netavark's per-name iptables chains with the main store or with
+/// each other: any other root gets its own, derived from its path.
+pub fn network_options(root: &std::path::Path) -> stasis_network::StoreOptions {
+    let mut o = stasis_network::StoreOptions::default();
+    let canon = root.canonicalize().unwrap_or_else(|_| root.to_path_buf());
+    if canon == std::path::Path::new(MAIN_ROOT) {
+        return o;
+    }
+    // FNV-1a of the path: stable across runs, spread enough for a few stores at once.
+    let h = canon
+        .to_string_lossy()
+        .bytes()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+        });
+    let tag = format!("{:06x}", h & 0xff_ffff);
+    o.default_network.bridge = format!("stasis-{tag}");
+    o.default_network.subnet = format!("10.{}.{}.0/24", 200 + (h >> 24) % 50, (h >> 32) % 256);
+    o.bridge_prefix = format!("st{tag}n");
+    o.netavark_suffix = Some(tag);
+    o
+}
+
 /// One open store.
 #[derive(Debug)]
 pub struct Engine {
@@ -106,7 +133,11 @@ impl Engine {
         volumes::ensure_schema(&conn).map_err(EngineError::Db)?;
         pod::ensure_schema(&conn).map_err(EngineError::Db)?;
         let images = ImageStore::open(&layout.root)?;
-        let networks = stasis_network::NetworkStore::open(&layout.root, &layout.runroot)?;
+        let networks = stasis_network::NetworkStore::open_with(
+            &layout.root,
+            &layout.runroot,
+            network_options(&layout.root),
+        )?;
         let runc = runc::Runc::new(&opts.runc, layout.runc_root());
         Ok(Self {
             layout,

@@ -119,6 +119,10 @@ pub struct Runner {
     pub bin: Binaries,
     /// netavark's `--config` directory (aardvark-dns keeps its state in `aardvark-dns/` there).
     pub config_dir: PathBuf,
+    /// Appended (`NAME-SUFFIX`) to the network names netavark sees. netavark keys its
+    /// iptables chains on the network name, so stores living side by side on one host must
+    /// not hand it the same names; see [`crate::StoreOptions::netavark_suffix`].
+    pub name_suffix: Option<String>,
 }
 
 fn scratch(dir: &Path, tag: &str) -> Result<File, NetworkError> {
@@ -164,7 +168,15 @@ impl Runner {
     fn run(&self, action: &str, netns: &Path, opts: &Options<'_>) -> Result<String, NetworkError> {
         std::fs::create_dir_all(&self.config_dir)
             .map_err(|e| NetworkError::io("creating", &self.config_dir, e))?;
-        let input = serde_json::to_vec(opts).map_err(|e| NetworkError::Netavark {
+        let mut value = serde_json::to_value(opts).map_err(|e| NetworkError::Netavark {
+            action: action.into(),
+            container: opts.container_id.into(),
+            message: format!("cannot encode the input: {e}"),
+        })?;
+        if let Some(sfx) = &self.name_suffix {
+            rename_networks(&mut value, sfx);
+        }
+        let input = serde_json::to_vec(&value).map_err(|e| NetworkError::Netavark {
             action: action.into(),
             container: opts.container_id.into(),
             message: format!("cannot encode the input: {e}"),
@@ -217,16 +229,57 @@ impl Runner {
     /// `netavark setup NETNS`: the status of each network.
     pub fn setup(&self, netns: &Path, opts: &Options<'_>) -> Result<NetworkStatus, NetworkError> {
         let out = self.run("setup", netns, opts)?;
-        serde_json::from_str(out.trim()).map_err(|e| NetworkError::Netavark {
-            action: "setup".into(),
-            container: opts.container_id.into(),
-            message: format!("unreadable status ({e}): {}", out.trim()),
+        let status: NetworkStatus =
+            serde_json::from_str(out.trim()).map_err(|e| NetworkError::Netavark {
+                action: "setup".into(),
+                container: opts.container_id.into(),
+                message: format!("unreadable status ({e}): {}", out.trim()),
+            })?;
+        Ok(match &self.name_suffix {
+            None => status,
+            Some(sfx) => {
+                let tail = format!("-{sfx}");
+                status
+                    .into_iter()
+                    .map(|(k, v)| (k.strip_suffix(&tail).map(str::to_string).unwrap_or(k), v))
+                    .collect()
+            }
         })
+    }
+
+    /// [`drop_leftover_dn_chain`] under the name netavark knows the network by.
+    pub fn drop_leftover_dn_chain(&self, network: &Network) {
+        match &self.name_suffix {
+            None => drop_leftover_dn_chain(network),
+            Some(sfx) => {
+                let mut n = network.clone();
+                n.name = format!("{}-{sfx}", n.name);
+                drop_leftover_dn_chain(&n)
+            }
+        }
     }
 
     /// `netavark teardown NETNS`.
     pub fn teardown(&self, netns: &Path, opts: &Options<'_>) -> Result<(), NetworkError> {
         self.run("teardown", netns, opts).map(drop)
+    }
+}
+
+/// Renames every network of a netavark input (`networks` keys, `network_info` keys and
+/// names) to `NAME-SUFFIX`.
+fn rename_networks(v: &mut serde_json::Value, sfx: &str) {
+    for key in ["networks", "network_info"] {
+        if let Some(map) = v.get_mut(key).and_then(|m| m.as_object_mut()) {
+            let old = std::mem::take(map);
+            for (k, mut val) in old {
+                if key == "network_info" {
+                    if let Some(n) = val.get_mut("name") {
+                        *n = format!("{k}-{sfx}").into();
+                    }
+                }
+                map.insert(format!("{k}-{sfx}"), val);
+            }
+        }
     }
 }
 

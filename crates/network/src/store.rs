@@ -81,6 +81,10 @@ pub struct StoreOptions {
     pub podman_networks_dir: PathBuf,
     /// Prefix of automatically named bridges (`stasis` → `stasis1`, `stasis2`, ...).
     pub bridge_prefix: String,
+    /// Suffix of the network names given to netavark (`None`: the names as they are). A store
+    /// that is not the host's main one sets it, so that its networks never share iptables
+    /// chains with another store's networks of the same name.
+    pub netavark_suffix: Option<String>,
 }
 
 impl Default for StoreOptions {
@@ -89,6 +93,7 @@ impl Default for StoreOptions {
             default_network: DefaultNetwork::default(),
             podman_networks_dir: PathBuf::from("/etc/containers/networks"),
             bridge_prefix: "stasis".into(),
+            netavark_suffix: None,
         }
     }
 }
@@ -267,6 +272,7 @@ impl NetworkStore {
             runner: Runner {
                 bin,
                 config_dir: runroot.join("networks"),
+                name_suffix: opts.netavark_suffix.clone(),
             },
             opts,
         })
@@ -1021,7 +1027,7 @@ impl NetworkStore {
                 }
             }
             nets.iter()
-                .for_each(crate::netavark::drop_leftover_dn_chain);
+                .for_each(|n| self.runner.drop_leftover_dn_chain(n));
         }
         let released = (|| -> Result<(), NetworkError> {
             let mut conn = self.conn();
@@ -1103,7 +1109,7 @@ impl NetworkStore {
                     let nets: Vec<Network> = opts.network_info.values().cloned().collect();
                     let _ = self.runner.teardown(ns.path(), &opts);
                     nets.iter()
-                        .for_each(crate::netavark::drop_leftover_dn_chain);
+                        .for_each(|n| self.runner.drop_leftover_dn_chain(n));
                 }
             }
             let mut conn = self.conn();
