@@ -283,7 +283,14 @@ pub fn read_archive<R: Read>(
                 source,
             })
         }),
-        Err(e) => Err(e),
+        Err(e) => {
+            // Hand the extraction thread what was read, so that its account of a damaged
+            // stream says where it ends (it names the last entry it saw).
+            if matches!(e, ArchiveError::Archive(ArchiveIoError::Stream { .. })) {
+                let _ = writer.flush();
+            }
+            Err(e)
+        }
     };
     // Closing the pipe: the extraction thread sees the end of the stream (an error if the
     // archive was cut short by a failure above).
