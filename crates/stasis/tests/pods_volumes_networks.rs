@@ -895,8 +895,6 @@ fn podman_and_stasis_exchange_static_addresses_on_a_custom_network() {
 /// A container that came from Podman and was restored in stasis, exported again by stasis,
 /// must come back in Podman with its IP and MAC.
 #[test]
-#[ignore = "engine bug: a restored container's re-export writes an empty network.status ({}), \
-            restore deleted the bundle's copy; Podman then gives it a new IP and MAC"]
 fn podman_container_restored_in_stasis_goes_back_with_its_addresses() {
     let s = Store::with_image();
     let mut p = Podman::new();

@@ -300,7 +300,6 @@ impl Engine {
                 names::STATS_DUMP,
                 names::STATS_RESTORE,
                 names::DEVSHM_CHECKPOINT_TAR,
-                names::NETWORK_STATUS,
                 names::ROOTFS_DIFF_TAR,
                 names::DELETED_FILES,
             ] {
