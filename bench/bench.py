@@ -368,7 +368,12 @@ class Bench:
         """The workload's state: memory checksum (memhog) or counter value (tiny)."""
         if mib:
             return eng.exec_out(name, ["sh", "-c", SUM_CMD], timeout=180).stdout.strip()
-        return int(eng.exec_out(name, ["cat", "/tmp/count"]).stdout.strip())
+        for _ in range(20):  # the shell truncates, then writes: a read can see an empty file
+            out = eng.exec_out(name, ["cat", "/tmp/count"]).stdout.strip()
+            if out.isdigit():
+                return int(out)
+            time.sleep(0.02)
+        raise BenchError(f"{eng.name} {name}: /tmp/count unreadable ({out!r})")
 
     def verify(self, eng, name, mib, expect, t_start):
         """After a restore: same checksum (memhog) / counter that went on from where it was
@@ -727,6 +732,7 @@ def main():
 
     b = Bench(cfg)
     status = 0
+    machine = {}
     try:
         machine = b.machine()
         b.emit({"op": "machine", "machine": machine, "sizes": cfg.sizes, "engines": cfg.engines,
@@ -742,8 +748,16 @@ def main():
     except Interrupted as e:
         log(f"interrupted ({e}); cleaning up")
         status = 130
-    except BenchError as e:
-        log(f"FAILED: {e}")
+    except Exception as e:  # noqa: BLE001 - report what was measured, then clean up
+        log(f"FAILED: {type(e).__name__}: {e}")
+        if not isinstance(e, BenchError):
+            import traceback
+            traceback.print_exc()
+        if b.records:
+            try:
+                b.report(machine)
+            except Exception:  # noqa: BLE001
+                pass
         status = 1
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
