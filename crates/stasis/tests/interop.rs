@@ -8,32 +8,9 @@
 mod common;
 
 use std::cell::RefCell;
-use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{image_id, poll, Store, COUNTER, IMAGE};
-
-/// Runs `podman ARGS`.
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run podman {}: {e}", args.join(" ")))
-}
-
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {} failed ({}); stdout: {}; stderr: {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use common::{image_id, podman, podman_ok, poll, Store, COUNTER, IMAGE};
 
 /// Podman containers of one test; all removed on drop, failure or not.
 struct Podman {

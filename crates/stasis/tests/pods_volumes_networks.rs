@@ -14,10 +14,10 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::time::Duration;
 
-use common::{dir_entries, image_id, is_full_id, poll, Snapshot, Store, IMAGE};
+use common::{dir_entries, image_id, is_full_id, podman, podman_ok, poll, Snapshot, Store, IMAGE};
 
 // ---- HTTP and ports ----
 
@@ -186,27 +186,6 @@ fn archive(s: &Store, name: &str) -> String {
 }
 
 // ---- Podman ----
-
-fn podman(args: &[&str]) -> Output {
-    Command::new("podman")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run podman {}: {e}", args.join(" ")))
-}
-
-fn podman_ok(args: &[&str]) -> String {
-    let out = podman(args);
-    assert!(
-        out.status.success(),
-        "podman {} failed ({}); stdout: {}; stderr: {}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Podman objects of one test, removed on drop (containers, pods, volumes, networks), failure
 /// or not. Declare it after the [`Store`] so it goes first.

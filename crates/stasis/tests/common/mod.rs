@@ -826,3 +826,30 @@ pub fn tar_from_records(records: &[TarRecord]) -> Vec<u8> {
     out.resize(out.len() + 1024, 0);
     out
 }
+
+// ---- Podman, the reference engine ----
+
+/// Runs `podman ARGS`.
+#[allow(dead_code)]
+pub fn podman(args: &[&str]) -> std::process::Output {
+    std::process::Command::new("podman")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run podman {}: {e}", args.join(" ")))
+}
+
+/// Runs `podman ARGS`, asserts success, returns stdout.
+#[allow(dead_code)]
+pub fn podman_ok(args: &[&str]) -> String {
+    let out = podman(args);
+    assert!(
+        out.status.success(),
+        "podman {} failed ({}); stdout: {}; stderr: {}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
