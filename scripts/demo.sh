@@ -3,6 +3,8 @@
 # new name, and show the counter carried on from where it was. Installs what it needs first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on PATH.
+command -v cargo >/dev/null 2>&1 || export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 [[ $(id -u) -eq 0 ]] || { echo "scripts/demo.sh must run as root (containers, CRIU)" >&2; exit 1; }
 bash scripts/install-deps.sh
 bash scripts/make-test-image.sh

@@ -3,6 +3,8 @@
 # (idempotent): apt packages, CRIU >= 4.2, the test image. A missing dependency fails the run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# rustup installs cargo under ~/.cargo/bin, which a non-login shell may not have on PATH.
+command -v cargo >/dev/null 2>&1 || export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 [[ $(id -u) -eq 0 ]] || { echo "scripts/test.sh must run as root (containers, CRIU)" >&2; exit 1; }
 bash scripts/install-deps.sh
 bash scripts/make-test-image.sh
