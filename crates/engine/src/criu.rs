@@ -34,6 +34,95 @@ pub fn memory_tracking() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether CRIU can restore memory lazily here (userfaultfd, non-cooperative mode).
+pub fn lazy_pages_supported() -> bool {
+    Command::new("criu")
+        .args(["check", "--feature", "uffd-noncoop"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Starts CRIU's lazy-pages daemon for a restore: it serves the memory pages of `images` to
+/// the restored process on demand and in the background, so the process runs again before
+/// its memory is all copied. It listens on `work_dir/lazy-pages.socket` (where runc's CRIU
+/// looks for it), outlives the caller, removes `remove_after` once every page is delivered,
+/// and writes its pid to `pidfile`.
+pub fn start_lazy_pages(
+    images: &Path,
+    work_dir: &Path,
+    remove_after: &Path,
+    pidfile: &Path,
+) -> std::io::Result<()> {
+    let socket = work_dir.join("lazy-pages.socket");
+    let _ = std::fs::remove_file(&socket);
+    let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let script = format!(
+        "echo $$ > {pid}; criu lazy-pages --images-dir {img} --work-dir {work} -o lazy-pages.log; rm -rf {rm} {pid}",
+        pid = q(pidfile),
+        img = q(images),
+        work = q(work_dir),
+        rm = q(remove_after),
+    );
+    Command::new("setsid")
+        .args(["sh", "-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut seen_pid = false;
+    for _ in 0..1000 {
+        if socket.exists() {
+            return Ok(());
+        }
+        // The wrapper removes its pidfile when the daemon has ended (failed): stop waiting.
+        match (pidfile.exists(), seen_pid) {
+            (true, _) => seen_pid = true,
+            (false, true) => break,
+            (false, false) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    Err(std::io::Error::other(
+        "CRIU's lazy-pages daemon did not come up",
+    ))
+}
+
+/// Waits (up to `limit`) for a lazy-pages daemon recorded in `pidfile` to finish delivering
+/// pages. A process still being filled must not be checkpointed again.
+pub fn wait_lazy_pages(pidfile: &Path, limit: std::time::Duration) -> bool {
+    let start = std::time::Instant::now();
+    loop {
+        let pid = std::fs::read_to_string(pidfile)
+            .ok()
+            .and_then(|s| s.trim().parse::<i32>().ok());
+        let alive = pid
+            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok());
+        if !alive {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// Stops a lazy-pages daemon (its whole process group) after a failed restore.
+pub fn stop_lazy_pages(pidfile: &Path) {
+    if let Some(pid) = std::fs::read_to_string(pidfile)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = std::fs::remove_file(pidfile);
+}
+
 /// Whether runc accepts `restore --lsm-mount-context` (what Podman checks before a pod restore).
 pub fn runtime_supports_pod_restore(runc: &Path) -> bool {
     Command::new(runc)

@@ -122,6 +122,12 @@ impl Engine {
                 state: c.state.as_str().into(),
             });
         }
+        if !criu::wait_lazy_pages(&self.lazy_pidfile(&c.id), Duration::from_secs(60)) {
+            return Err(EngineError::msg(format!(
+                "container {} is still receiving its memory from a lazy restore: try again in a moment",
+                c.name
+            )));
+        }
         let bundle = self.layout.bundle(&c.id);
         // Images that only feed an export go to tmpfs: no disk round trip, and they are gone
         // once the archive is written. Kept (or local) checkpoints live in the bundle.
@@ -411,17 +417,23 @@ pub(crate) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
 }
 
 /// A scratch directory under the store (same filesystem), removed on drop.
-pub(crate) struct Scratch(PathBuf);
+pub(crate) struct Scratch(PathBuf, bool);
 
 impl Scratch {
     pub(crate) fn path(&self) -> &Path {
         &self.0
     }
+    /// Leaves the directory in place when dropped (someone else removes it).
+    pub(crate) fn keep(mut self) {
+        self.1 = false;
+    }
 }
 
 impl Drop for Scratch {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if self.1 {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }
 
@@ -429,5 +441,5 @@ pub(crate) fn tempdir_in(parent: &Path) -> Result<Scratch, EngineError> {
     std::fs::create_dir_all(parent).map_err(|e| EngineError::io(parent, e))?;
     let p = parent.join(format!("stasis-{}", &crate::names::new_id()[..16]));
     std::fs::create_dir(&p).map_err(|e| EngineError::io(&p, e))?;
-    Ok(Scratch(p))
+    Ok(Scratch(p, true))
 }

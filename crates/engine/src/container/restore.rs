@@ -77,6 +77,16 @@ pub struct RestoreReport {
     pub restore_stats: Option<stasis_archive::RestoreStats>,
 }
 
+/// Whether imports restore memory lazily: when CRIU supports it here, unless
+/// `STASIS_LAZY_PAGES=0`.
+fn lazy_wanted() -> bool {
+    static LAZY: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *LAZY.get_or_init(|| {
+        std::env::var("STASIS_LAZY_PAGES").map_or(true, |v| v != "0")
+            && criu::lazy_pages_supported()
+    })
+}
+
 /// Moves a file, copying when source and target are on different filesystems.
 fn move_file(from: &Path, to: &Path) -> Result<(), EngineError> {
     match std::fs::rename(from, to) {
@@ -250,22 +260,34 @@ impl Engine {
             if opts.criu.file_locks {
                 runtime_opts.push("--file-locks".to_string());
             }
-            if passing && !opts.keep {
+            let images = source.join(names::CHECKPOINT_DIR);
+            if passing && !opts.keep && lazy_wanted() {
+                // Memory pages are delivered after the process runs again, by CRIU's
+                // lazy-pages daemon, which then removes the scratch space it reads from.
+                criu::start_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id))
+                    .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
+                runtime_opts.push("--lazy-pages".to_string());
+            } else if passing && !opts.keep {
                 // CRIU punches holes in the page images as it restores: tmpfs memory is
                 // handed back progressively instead of being held twice.
                 runtime_opts.push("--auto-dedup".to_string());
             }
             let started = Instant::now();
-            let images = source.join(names::CHECKPOINT_DIR);
             let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts))?;
             Ok::<_, EngineError>((pid, started.elapsed()))
         })();
         let (pid, runtime_duration) = match run {
             Ok(v) => v,
             Err(e) => {
+                criu::stop_lazy_pages(&self.lazy_pidfile(&c.id));
                 let _ = self.runc.kill(&c.id, libc::SIGKILL, false);
                 self.teardown(&c);
-                let log = bundle.join("restore.log");
+                // CRIU's log: the restore's, or the lazy-pages daemon's when it failed first.
+                let log = ["restore.log", "lazy-pages.log"]
+                    .iter()
+                    .map(|f| bundle.join(f))
+                    .find(|p| p.exists())
+                    .unwrap_or_else(|| bundle.join("restore.log"));
                 let lines = criu::log_errors(&log, 6);
                 let kept = self.keep_log(&c.id, &log);
                 return Err(EngineError::msg(format!(
@@ -312,6 +334,11 @@ impl Engine {
             runtime_duration,
             restore_stats,
         })
+    }
+
+    /// Where the pid of a container's lazy-pages daemon is kept while it runs.
+    pub(crate) fn lazy_pidfile(&self, id: &str) -> PathBuf {
+        self.layout.run_dir(id).join("lazy-pages.pid")
     }
 
     /// Copies a CRIU log out of a bundle about to be removed; returns where it went.
@@ -482,6 +509,10 @@ impl Engine {
         };
         let lock = self.lock(&c.id)?;
         let result = self.finish_import(&c, &plan, &contents, scratch.path(), &opts);
+        if result.is_ok() && self.lazy_pidfile(&c.id).exists() {
+            // The lazy-pages daemon reads the scratch space and removes it when done.
+            scratch.keep();
+        }
         match result {
             Ok(report) => Ok(report),
             Err(e) => {
