@@ -77,6 +77,22 @@ pub struct RestoreReport {
     pub restore_stats: Option<stasis_archive::RestoreStats>,
 }
 
+/// Below this much memory, a lazy restore costs more (a daemon to start) than it saves.
+const LAZY_MIN_PAGES: u64 = 64 << 20;
+
+/// Bytes of memory pages in a CRIU image directory (`pages-*.img`).
+fn pages_size(images: &Path) -> u64 {
+    std::fs::read_dir(images)
+        .map(|rd| {
+            rd.filter_map(Result::ok)
+                .filter(|e| e.file_name().to_string_lossy().starts_with("pages-"))
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 /// Whether imports restore memory lazily: when CRIU supports it here, unless
 /// `STASIS_LAZY_PAGES=0`.
 fn lazy_wanted() -> bool {
@@ -261,7 +277,7 @@ impl Engine {
                 runtime_opts.push("--file-locks".to_string());
             }
             let images = source.join(names::CHECKPOINT_DIR);
-            if passing && !opts.keep && lazy_wanted() {
+            if passing && !opts.keep && lazy_wanted() && pages_size(&images) >= LAZY_MIN_PAGES {
                 // Memory pages are delivered after the process runs again, by CRIU's
                 // lazy-pages daemon, which then removes the scratch space it reads from.
                 criu::start_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id))
