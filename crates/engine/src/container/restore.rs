@@ -2,32 +2,35 @@
 //! images kept with it, or from an exported archive as a new container (`--import`).
 //!
 //! The import flow, top to bottom (Podman's `CRImportCheckpoint` order, one pass over the
-//! archive):
-//! 1. stream the archive once into a scratch directory; as soon as `config.dump` and `spec.dump`
-//!    have passed, validate everything that can be validated ([`stasis_archive::plan_import`]:
-//!    pod rules, dependencies, volumes, name and ID) and find the image by the archive's image
-//!    ID, pulling `rootfsImageName` only when it is missing — before anything is created;
-//! 2. create the container (row + storage) from the archive's config, under the old ID or, with
+//! archive), in [`Engine::restore_import`] then [`Engine::finish_import`]:
+//! 1. stream the archive once into scratch space (tmpfs when it has room); as soon as
+//!    `config.dump` and `spec.dump` have passed, validate everything that can be validated
+//!    ([`stasis_archive::plan_import`]: pod rules, dependencies, volumes, name and ID) and find
+//!    the image by the archive's image ID, pulling `rootfsImageName` only when it is missing;
+//! 2. check what the network setup would refuse (static IP/MAC taken, host port in use), then
+//!    create the archive's volumes and the container (row + storage) under the old ID or, with
 //!    `--name`, a new name and ID;
-//! 3. move the CRIU images and the other archive files into its bundle (a rename: same
-//!    filesystem, nothing is extracted twice);
-//! 4. mount its root filesystem and apply `rootfs-diff.tar` and `deleted.files`, make the
-//!    network namespace and the host-side files, refill /dev/shm;
-//! 5. relocate `spec.dump` to this host (every dumped mount destination kept) and restore
-//!    through conmon → `runc restore` → CRIU;
+//! 3. move the small files (network.status, stats-dump, ctr.log) into its bundle; the CRIU
+//!    images stay where they were read to: nothing is extracted twice;
+//! 4. mount its root filesystem and apply `rootfs-diff.tar` and `deleted.files`; fill the
+//!    volumes from `volumes/NAME.tar`;
+//! 5. make the network namespace and the host-side files, refill /dev/shm, relocate
+//!    `spec.dump` to this host (every dumped mount destination kept) and restore through conmon
+//!    → `runc restore` → CRIU, lazily for large memory (CRIU's lazy-pages daemon fills it after
+//!    the process runs again);
 //! 6. check the restored name and ID as Podman does.
 //!
-//! Any failure after step 2 removes the container again: a failed restore leaves nothing.
+//! Any failure after step 2 removes the container and the volumes it made again: a failed
+//! restore leaves nothing.
 
+use std::collections::BTreeMap;
 use std::io::Read;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use stasis_archive::{names, ContainerConfig, ImportPlan, PodInfo, RestoreRequest, World};
 use stasis_tar::UnpackOptions;
-
-use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use crate::container::checkpoint::{copy_tree, tempdir_in, tmpfs_scratch};
 use crate::container::mounts_and_networks::{from_podman_network, reuse_from_status};
