@@ -13,4 +13,14 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Integration tests run real runc, CRIU, conmon and netavark; a test binary's own tests share
 # nothing but the host, yet CRIU dumps are CPU-heavy on 2 cores: keep the parallelism modest.
-cargo test --workspace -- --test-threads="${STASIS_TEST_THREADS:-2}"
+log=$(mktemp /var/tmp/stasis-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --workspace -- --test-threads="${STASIS_TEST_THREADS:-2}" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line for the whole workspace (cargo prints one per test binary).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1);
+       if ($i ~ /^failed/) f += $(i-1); if ($i ~ /^ignored/) s += $(i-1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
