@@ -987,3 +987,50 @@ fn podman_and_stasis_exchange_pod_members() {
     s.ok(&["pod", "rm", "-f", "sp"]);
     s.assert_no_containers();
 }
+
+/// A new volume mounted over a directory of the image starts with the image's content there
+/// (Podman's copy-up), once: later runs see what the volume holds, not the image again.
+#[test]
+fn new_volume_gets_the_image_content_once() {
+    let s = Store::with_image();
+    let vol = format!("copyup-{}", std::process::id());
+    let spec = format!("{vol}:/var/www");
+    let first = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        IMAGE,
+        "cat",
+        "/var/www/index.html",
+    ]);
+    assert!(
+        first.contains("stasis"),
+        "image content copied up: {first:?}"
+    );
+    s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        IMAGE,
+        "sh",
+        "-c",
+        "echo changed > /var/www/index.html; rm -f /var/www/other",
+    ]);
+    let again = s.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        &spec,
+        IMAGE,
+        "cat",
+        "/var/www/index.html",
+    ]);
+    assert_eq!(
+        again.trim(),
+        "changed",
+        "no second copy-up over the volume's own content"
+    );
+    s.ok(&["volume", "rm", &vol]);
+}

@@ -398,20 +398,26 @@ pub(crate) fn tmpfs_scratch(need: u64) -> Option<Scratch> {
     tempdir_in(dir).ok()
 }
 
-/// Copies a directory tree (regular files, directories, symlinks).
+/// Copies a directory tree (regular files, directories, symlinks) with modes and owners.
 pub(crate) fn copy_tree(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
     std::fs::create_dir_all(to)?;
     for e in std::fs::read_dir(from)? {
         let e = e?;
-        let ft = e.file_type()?;
+        let md = e.metadata()?;
+        let ft = md.file_type();
         let dest = to.join(e.file_name());
         if ft.is_dir() {
             copy_tree(&e.path(), &dest)?;
+            std::fs::set_permissions(&dest, md.permissions())?;
         } else if ft.is_symlink() {
             std::os::unix::fs::symlink(std::fs::read_link(e.path())?, &dest)?;
-        } else {
+        } else if ft.is_file() {
             std::fs::copy(e.path(), &dest)?;
+        } else {
+            continue; // sockets, fifos, devices: not copied
         }
+        std::os::unix::fs::lchown(&dest, Some(md.uid()), Some(md.gid()))?;
     }
     Ok(())
 }

@@ -32,6 +32,9 @@ impl Engine {
         }
         let result = (|| {
             self.prepare_runtime(&c, &BTreeMap::new())?;
+            if c.started_at.is_none() && !c.restored {
+                self.copy_up_volumes(&c)?;
+            }
             let spec = match &c.config.spec {
                 // Restored containers run from their dumped spec, relocated to this host.
                 Some(saved) => {
@@ -225,6 +228,33 @@ impl Engine {
         ] {
             let p = run.join(file);
             std::fs::write(&p, content).map_err(|e| EngineError::io(&p, e))?;
+        }
+        Ok(())
+    }
+
+    /// First start: a volume that is still empty gets what the image has at its destination,
+    /// as Podman's copy-up does (read through the mounted rootfs, symlinks resolved inside it).
+    fn copy_up_volumes(&self, c: &ContainerRecord) -> Result<(), EngineError> {
+        let merged = self.layout.merged(&c.id);
+        for v in &c.config.volumes {
+            let vol = self.volume_mountpoint(&v.name);
+            let empty = std::fs::read_dir(&vol)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                continue;
+            }
+            let Ok(src) = stasis_tar::secure_join(&merged, &v.dest) else {
+                continue;
+            };
+            if src.is_dir() {
+                crate::container::checkpoint::copy_tree(&src, &vol).map_err(|e| {
+                    EngineError::msg(format!(
+                        "copying {} of image {} into volume {}: {e}",
+                        v.dest, c.config.image_name, v.name
+                    ))
+                })?;
+            }
         }
         Ok(())
     }
