@@ -98,11 +98,23 @@ impl Runc {
     }
 
     fn run(&self, verb: &'static str, id: &str, args: &[&str]) -> Result<String, RuncError> {
+        self.run_around(verb, args, id, &[])
+    }
+
+    /// `runc VERB BEFORE... ID AFTER...`, stdout on success, runc's message on failure.
+    fn run_around(
+        &self,
+        verb: &'static str,
+        before: &[&str],
+        id: &str,
+        after: &[&str],
+    ) -> Result<String, RuncError> {
         let out = self
             .command()
             .arg(verb)
-            .args(args)
+            .args(before)
             .arg(id)
+            .args(after)
             .stdin(Stdio::null())
             .output()
             .map_err(|source| RuncError::Spawn {
@@ -140,30 +152,9 @@ impl Runc {
     }
 
     pub fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuncError> {
-        let sig = signal.to_string();
-        if all {
-            self.run("kill", id, &["--all"]).map(drop)?;
-        }
-        let out = self
-            .command()
-            .arg("kill")
-            .arg(id)
-            .arg(&sig)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| RuncError::Spawn {
-                bin: self.bin.clone(),
-                source,
-            })?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(RuncError::Failed {
-                verb: "kill",
-                id: id.to_string(),
-                message: runc_message(&String::from_utf8_lossy(&out.stderr)),
-            })
-        }
+        let before: &[&str] = if all { &["--all"] } else { &[] };
+        self.run_around("kill", before, id, &[&signal.to_string()])
+            .map(drop)
     }
 
     pub fn delete(&self, id: &str, force: bool) -> Result<(), RuncError> {

@@ -73,11 +73,8 @@ pub const DIFF_EXCLUDES: [&str; 9] = [
 impl Engine {
     /// Memory the container uses now (its cgroup's), to size scratch space.
     pub(crate) fn container_memory(&self, c: &ContainerRecord) -> Option<u64> {
-        let rel = format!(
-            "{}/stasis-{}",
-            c.config.cgroup_parent.trim_start_matches('/'),
-            c.id
-        );
+        let path = crate::container::start::cgroups_path(c);
+        let rel = path.trim_start_matches('/');
         [
             format!("/sys/fs/cgroup/memory/{rel}/memory.usage_in_bytes"),
             format!("/sys/fs/cgroup/{rel}/memory.current"),

@@ -12,7 +12,7 @@ mod logs;
 pub mod mounts_and_networks;
 mod remove;
 mod restore;
-mod start;
+pub(crate) mod start;
 mod stop;
 mod wait;
 

@@ -296,7 +296,7 @@ impl Engine {
         if !env.iter().any(|e| e.starts_with("container=")) {
             env.push("container=stasis".into());
         }
-        let run = self.layout.run_dir(&c.id);
+        let r = self.relocation(c);
         let input = SpecInput {
             args: c.config.args.clone(),
             env,
@@ -305,14 +305,14 @@ impl Engine {
             gid: ids.gid,
             additional_gids: Vec::new(),
             hostname: c.config.hostname.clone(),
-            rootfs: merged,
-            cgroups_path: format!("{}/stasis-{}", c.config.cgroup_parent, c.id),
-            netns_path: c.config.netns.as_ref().map(PathBuf::from),
-            hosts_file: run.join("hosts"),
-            hostname_file: run.join("hostname"),
-            resolv_file: run.join("resolv.conf"),
-            containerenv_file: run.join(".containerenv"),
-            shm_dir: self.layout.shm(&c.id),
+            rootfs: r.rootfs,
+            cgroups_path: r.cgroups_path,
+            netns_path: r.netns_path,
+            hosts_file: r.hosts_file,
+            hostname_file: r.hostname_file,
+            resolv_file: r.resolv_file,
+            containerenv_file: r.containerenv_file,
+            shm_dir: r.shm_dir,
             nofile: capped(rlimit(libc::RLIMIT_NOFILE), 1_048_576),
             // Podman (as root) runs its exec sessions with at most 32768 processes; a larger
             // limit in the spec makes `podman exec` fail after Podman restores our archive.
@@ -355,7 +355,7 @@ impl Engine {
         let run = self.layout.run_dir(&c.id);
         crate::spec::Relocation {
             rootfs: self.layout.merged(&c.id),
-            cgroups_path: format!("{}/stasis-{}", c.config.cgroup_parent, c.id),
+            cgroups_path: cgroups_path(c),
             netns_path: c.config.netns.as_ref().map(PathBuf::from),
             hosts_file: run.join("hosts"),
             hostname_file: run.join("hostname"),
@@ -429,6 +429,11 @@ impl Engine {
             .ok()
             .and_then(|s| s.trim().parse().ok())
     }
+}
+
+/// The container's cgroup, under its parent (`/stasis` or its pod's).
+pub(crate) fn cgroups_path(c: &ContainerRecord) -> String {
+    format!("{}/stasis-{}", c.config.cgroup_parent, c.id)
 }
 
 fn capped((soft, hard): (u64, u64), max: u64) -> (u64, u64) {
