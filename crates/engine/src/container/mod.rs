@@ -116,6 +116,11 @@ impl Engine {
         if let Some(code) = self.read_exit_file(id) {
             return self.finish(c, Some(code));
         }
+        // conmon watches the container and writes the exit file when it ends: while conmon
+        // lives, the container does (no need to ask runc, a process spawn per container).
+        if self.conmon_alive(&c) {
+            return Ok(c);
+        }
         let alive = match self.runc.state(id)? {
             Some(s) => s.status != "stopped",
             None => false,
@@ -143,8 +148,12 @@ impl Engine {
             .and_then(|s| s.trim().parse().ok())
     }
 
+    /// Whether the container's conmon still runs (checked by name too: a pid recorded before
+    /// a reboot may belong to another process now).
     fn conmon_alive(&self, c: &ContainerRecord) -> bool {
-        c.conmon_pid
-            .is_some_and(|p| nix::sys::signal::kill(nix::unistd::Pid::from_raw(p), None).is_ok())
+        c.conmon_pid.is_some_and(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == "conmon")
+        })
     }
 }
