@@ -23,16 +23,9 @@ pub struct SpecInput {
     pub gid: u32,
     pub additional_gids: Vec<u32>,
     pub hostname: String,
-    pub rootfs: PathBuf,
-    pub cgroups_path: String,
-    /// Existing network namespace to join (`None`: runc makes a new one).
-    pub netns_path: Option<PathBuf>,
-    /// Host-side files bind-mounted into the container.
-    pub hosts_file: PathBuf,
-    pub hostname_file: PathBuf,
-    pub resolv_file: PathBuf,
-    pub containerenv_file: PathBuf,
-    pub shm_dir: PathBuf,
+    /// Host-side paths: rootfs, cgroup, network namespace (`None`: runc makes a new one), and
+    /// the files bind-mounted into the container. The same a restore relocates a spec to.
+    pub host: Relocation,
     /// (RLIMIT_NOFILE soft, hard), (RLIMIT_NPROC soft, hard) taken from the caller.
     pub nofile: (u64, u64),
     pub nproc: (u64, u64),
@@ -138,11 +131,15 @@ pub fn mounts(input: &SpecInput) -> Vec<Mount> {
             "mqueue",
             &["nosuid", "noexec", "nodev"],
         ),
-        bind("/etc/hosts", &input.hosts_file, &[]),
-        bind("/dev/shm", &input.shm_dir, &["nosuid", "noexec", "nodev"]),
-        bind("/run/.containerenv", &input.containerenv_file, &[]),
-        bind("/etc/hostname", &input.hostname_file, &[]),
-        bind("/etc/resolv.conf", &input.resolv_file, &[]),
+        bind("/etc/hosts", &input.host.hosts_file, &[]),
+        bind(
+            "/dev/shm",
+            &input.host.shm_dir,
+            &["nosuid", "noexec", "nodev"],
+        ),
+        bind("/run/.containerenv", &input.host.containerenv_file, &[]),
+        bind("/etc/hostname", &input.host.hostname_file, &[]),
+        bind("/etc/resolv.conf", &input.host.resolv_file, &[]),
         mount(
             "/sys/fs/cgroup",
             "cgroup",
@@ -201,7 +198,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, oci_spec::OciSpecError> {
         .typ(LinuxNamespaceType::Pid)
         .build()?];
     let mut net = LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::Network);
-    if let Some(p) = &input.netns_path {
+    if let Some(p) = &input.host.netns_path {
         net = net.path(p.clone());
     }
     namespaces.push(net.build()?);
@@ -227,7 +224,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, oci_spec::OciSpecError> {
                 .collect::<std::collections::HashMap<_, _>>(),
         )
         .resources(resources)
-        .cgroups_path(PathBuf::from(&input.cgroups_path))
+        .cgroups_path(PathBuf::from(&input.host.cgroups_path))
         .namespaces(namespaces)
         .masked_paths(MASKED.iter().map(|s| s.to_string()).collect::<Vec<_>>())
         .readonly_paths(READONLY.iter().map(|s| s.to_string()).collect::<Vec<_>>())
@@ -257,7 +254,7 @@ pub fn generate(input: &SpecInput) -> Result<Spec, oci_spec::OciSpecError> {
         .process(process)
         .root(
             RootBuilder::default()
-                .path(input.rootfs.clone())
+                .path(input.host.rootfs.clone())
                 .readonly(false)
                 .build()?,
         )
@@ -382,14 +379,17 @@ mod tests {
             gid: 0,
             additional_gids: vec![],
             hostname: "abc".into(),
-            rootfs: "/r/merged".into(),
-            cgroups_path: "/stasis/abc".into(),
-            netns_path: Some("/run/stasis/netns/x".into()),
-            hosts_file: "/run/c/hosts".into(),
-            hostname_file: "/run/c/hostname".into(),
-            resolv_file: "/run/c/resolv.conf".into(),
-            containerenv_file: "/run/c/.containerenv".into(),
-            shm_dir: "/r/shm".into(),
+            host: Relocation {
+                rootfs: "/r/merged".into(),
+                cgroups_path: "/stasis/abc".into(),
+                netns_path: Some("/run/stasis/netns/x".into()),
+                hosts_file: "/run/c/hosts".into(),
+                hostname_file: "/run/c/hostname".into(),
+                resolv_file: "/run/c/resolv.conf".into(),
+                containerenv_file: "/run/c/.containerenv".into(),
+                shm_dir: "/r/shm".into(),
+                volume_sources: Vec::new(),
+            },
             nofile: (1024, 4096),
             nproc: (100, 200),
             annotations: vec![],

@@ -296,7 +296,6 @@ impl Engine {
         if !env.iter().any(|e| e.starts_with("container=")) {
             env.push("container=stasis".into());
         }
-        let r = self.relocation(c);
         let input = SpecInput {
             args: c.config.args.clone(),
             env,
@@ -305,14 +304,7 @@ impl Engine {
             gid: ids.gid,
             additional_gids: Vec::new(),
             hostname: c.config.hostname.clone(),
-            rootfs: r.rootfs,
-            cgroups_path: r.cgroups_path,
-            netns_path: r.netns_path,
-            hosts_file: r.hosts_file,
-            hostname_file: r.hostname_file,
-            resolv_file: r.resolv_file,
-            containerenv_file: r.containerenv_file,
-            shm_dir: r.shm_dir,
+            host: self.relocation(c),
             nofile: capped(rlimit(libc::RLIMIT_NOFILE), 1_048_576),
             // Podman (as root) runs its exec sessions with at most 32768 processes; a larger
             // limit in the spec makes `podman exec` fail after Podman restores our archive.

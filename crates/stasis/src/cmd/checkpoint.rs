@@ -23,20 +23,34 @@ fn latest(engine: &Engine) -> Result<String> {
         .ok_or_else(|| anyhow::anyhow!("no containers to act on: see \"stasis ps -a\""))
 }
 
-pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
-    let started = Instant::now();
-    let names: Vec<String> = if a.all {
+/// The containers a verb acts on: `--all` (those matching `eligible`), `--latest`, or the
+/// names given.
+fn select(
+    engine: &Engine,
+    all: bool,
+    latest_only: bool,
+    names: &[String],
+    eligible: impl Fn(&stasis_engine::ContainerRecord) -> bool,
+) -> Result<Vec<String>> {
+    Ok(if all {
         engine
             .containers()?
             .into_iter()
-            .filter(|c| c.state == State::Running)
+            .filter(|c| eligible(c))
             .map(|c| c.id)
             .collect()
-    } else if a.latest {
+    } else if latest_only {
         vec![latest(engine)?]
     } else {
-        a.containers.clone()
-    };
+        names.to_vec()
+    })
+}
+
+pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
+    let started = Instant::now();
+    let names = select(engine, a.all, a.latest, &a.containers, |c| {
+        c.state == State::Running
+    })?;
     if names.is_empty() {
         bail!("give the containers to checkpoint, or --all or --latest");
     }
@@ -151,18 +165,9 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
         };
         report("", engine.restore(None, base(Some(src))));
     } else {
-        let names: Vec<String> = if a.all {
-            engine
-                .containers()?
-                .into_iter()
-                .filter(|c| c.state == State::Exited && c.checkpointed)
-                .map(|c| c.id)
-                .collect()
-        } else if a.latest {
-            vec![latest(engine)?]
-        } else {
-            a.containers.clone()
-        };
+        let names = select(engine, a.all, a.latest, &a.containers, |c| {
+            c.state == State::Exited && c.checkpointed
+        })?;
         if names.is_empty() && !a.all {
             bail!("give the containers to restore, or --all, --latest or --import FILE");
         }
