@@ -323,14 +323,49 @@ pub struct ImageInspectArgs {
     pub images: Vec<String>,
 }
 
+impl CrFlags {
+    /// The options passed through runc to CRIU.
+    pub fn criu(&self) -> stasis_engine::runc::CriuOpts {
+        stasis_engine::runc::CriuOpts {
+            tcp_established: self.tcp_established,
+            file_locks: self.file_locks,
+        }
+    }
+}
+
+/// Flags `checkpoint` and `restore` share, with Podman's names.
 #[derive(Debug, Args)]
-pub struct CheckpointArgs {
-    /// Checkpoint all running containers
+pub struct CrFlags {
+    /// Act on all containers (running ones to checkpoint, checkpointed ones to restore)
     #[arg(short, long)]
     pub all: bool,
     /// Act on the latest created container
     #[arg(short, long)]
     pub latest: bool,
+    /// Keep all temporary checkpoint files
+    #[arg(short, long)]
+    pub keep: bool,
+    /// Checkpoint/restore a container with established TCP connections
+    #[arg(long)]
+    pub tcp_established: bool,
+    /// Checkpoint/restore a container with file locks
+    #[arg(long)]
+    pub file_locks: bool,
+    /// Leave out root file-system changes (export and import only)
+    #[arg(long)]
+    pub ignore_rootfs: bool,
+    /// Leave out the content of volumes (export and import only)
+    #[arg(long)]
+    pub ignore_volumes: bool,
+    /// Display statistics
+    #[arg(long)]
+    pub print_stats: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub common: CrFlags,
     /// Export the checkpoint to a tar archive ("-" for standard output)
     #[arg(short, long)]
     pub export: Option<String>,
@@ -340,24 +375,6 @@ pub struct CheckpointArgs {
     /// Leave the container running after writing the checkpoint
     #[arg(short = 'R', long)]
     pub leave_running: bool,
-    /// Keep all temporary checkpoint files
-    #[arg(short, long)]
-    pub keep: bool,
-    /// Checkpoint a container with established TCP connections
-    #[arg(long)]
-    pub tcp_established: bool,
-    /// Checkpoint a container with file locks
-    #[arg(long)]
-    pub file_locks: bool,
-    /// Do not include root file-system changes when exporting
-    #[arg(long)]
-    pub ignore_rootfs: bool,
-    /// Do not export volumes associated with the container
-    #[arg(long)]
-    pub ignore_volumes: bool,
-    /// Display checkpoint statistics
-    #[arg(long)]
-    pub print_stats: bool,
     /// Dump the container's memory without stopping it (needs dirty memory tracking)
     #[arg(short = 'P', long)]
     pub pre_checkpoint: bool,
@@ -369,33 +386,14 @@ pub struct CheckpointArgs {
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Restore all checkpointed containers
-    #[arg(short, long)]
-    pub all: bool,
-    /// Act on the latest created container
-    #[arg(short, long)]
-    pub latest: bool,
+    #[command(flatten)]
+    pub common: CrFlags,
     /// Restore from an exported checkpoint archive ("-" for standard input)
     #[arg(short, long)]
     pub import: Option<String>,
     /// Name of the restored container (gets a new ID too)
     #[arg(short, long)]
     pub name: Option<String>,
-    /// Keep all temporary checkpoint files
-    #[arg(short, long)]
-    pub keep: bool,
-    /// Restore a container with established TCP connections
-    #[arg(long)]
-    pub tcp_established: bool,
-    /// Restore a container with file locks
-    #[arg(long)]
-    pub file_locks: bool,
-    /// Do not apply root file-system changes when importing
-    #[arg(long)]
-    pub ignore_rootfs: bool,
-    /// Do not restore the content of volumes when importing
-    #[arg(long)]
-    pub ignore_volumes: bool,
     /// Ignore the IP address of the checkpoint, take a new one
     #[arg(long)]
     pub ignore_static_ip: bool,
@@ -408,9 +406,6 @@ pub struct RestoreArgs {
     /// Restore into this pod (name or ID)
     #[arg(long)]
     pub pod: Option<String>,
-    /// Display restore statistics
-    #[arg(long)]
-    pub print_stats: bool,
     pub containers: Vec<String>,
 }
 

@@ -8,7 +8,6 @@ use stasis_archive::stats::{
     RestoreStatsReport,
 };
 use stasis_engine::container::{CheckpointOptions, ExportTarget, ImportSource, RestoreOptions};
-use stasis_engine::runc::CriuOpts;
 use stasis_engine::{Engine, State};
 
 use super::{error_chain, EXIT_ENGINE};
@@ -48,7 +47,7 @@ fn select(
 
 pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
     let started = Instant::now();
-    let names = select(engine, a.all, a.latest, &a.containers, |c| {
+    let names = select(engine, a.common.all, a.common.latest, &a.containers, |c| {
         c.state == State::Running
     })?;
     if names.is_empty() {
@@ -76,20 +75,17 @@ pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
             export,
             compression,
             leave_running: a.leave_running,
-            keep: a.keep,
-            criu: CriuOpts {
-                tcp_established: a.tcp_established,
-                file_locks: a.file_locks,
-            },
-            ignore_rootfs: a.ignore_rootfs,
-            ignore_volumes: a.ignore_volumes,
+            keep: a.common.keep,
+            criu: a.common.criu(),
+            ignore_rootfs: a.common.ignore_rootfs,
+            ignore_volumes: a.common.ignore_volumes,
             pre_checkpoint: a.pre_checkpoint,
             with_previous: a.with_previous,
             progress: !to_stdout,
         };
         match engine.checkpoint(n, opts) {
             Ok(r) => {
-                if a.print_stats {
+                if a.common.print_stats {
                     stats.push(ContainerCheckpointStats::new(
                         &r.id,
                         n,
@@ -106,7 +102,7 @@ pub fn checkpoint(engine: &Engine, a: CheckpointArgs) -> Result<u8> {
             }
         }
     }
-    if a.print_stats && a.export.as_deref() != Some("-") {
+    if a.common.print_stats && a.export.as_deref() != Some("-") {
         let report = CheckpointStatsReport {
             podman_checkpoint_duration: stasis_archive::stats::micros(started.elapsed()),
             container_statistics: stats,
@@ -121,13 +117,10 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
     let base = |import: Option<ImportSource>| RestoreOptions {
         import,
         name: a.name.clone(),
-        keep: a.keep,
-        criu: CriuOpts {
-            tcp_established: a.tcp_established,
-            file_locks: a.file_locks,
-        },
-        ignore_rootfs: a.ignore_rootfs,
-        ignore_volumes: a.ignore_volumes,
+        keep: a.common.keep,
+        criu: a.common.criu(),
+        ignore_rootfs: a.common.ignore_rootfs,
+        ignore_volumes: a.common.ignore_volumes,
         ignore_static_ip: a.ignore_static_ip,
         ignore_static_mac: a.ignore_static_mac,
         publish: a.publish.clone(),
@@ -138,7 +131,7 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
     let mut failed = false;
     let mut report = |raw: &str, r: Result<stasis_engine::container::RestoreReport, _>| match r {
         Ok(r) => {
-            if a.print_stats {
+            if a.common.print_stats {
                 stats.push(ContainerRestoreStats::new(
                     &r.id,
                     raw,
@@ -155,7 +148,7 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
         }
     };
     if let Some(imp) = &a.import {
-        if !a.containers.is_empty() || a.all || a.latest {
+        if !a.containers.is_empty() || a.common.all || a.common.latest {
             bail!("--import cannot be combined with container names, --all or --latest");
         }
         let src = if imp == "-" {
@@ -165,17 +158,17 @@ pub fn restore(engine: &Engine, a: RestoreArgs) -> Result<u8> {
         };
         report("", engine.restore(None, base(Some(src))));
     } else {
-        let names = select(engine, a.all, a.latest, &a.containers, |c| {
+        let names = select(engine, a.common.all, a.common.latest, &a.containers, |c| {
             c.state == State::Exited && c.checkpointed
         })?;
-        if names.is_empty() && !a.all {
+        if names.is_empty() && !a.common.all {
             bail!("give the containers to restore, or --all, --latest or --import FILE");
         }
         for n in &names {
             report(n, engine.restore(Some(n), base(None)));
         }
     }
-    if a.print_stats {
+    if a.common.print_stats {
         let r = RestoreStatsReport {
             podman_restore_duration: stasis_archive::stats::micros(started.elapsed()),
             container_statistics: stats,
