@@ -85,21 +85,24 @@ impl Layout {
     }
 }
 
-/// Returns whether `path` is a mount point (its device differs from its parent's, or it
-/// appears in /proc/self/mountinfo).
+/// Every mount point of this process's mount namespace, from /proc/self/mountinfo, in mount
+/// order (octal escapes undone).
+pub fn mount_points() -> Vec<String> {
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(unescape_mountinfo)
+        .collect()
+}
+
+/// Returns whether `path` is a mount point (it appears in /proc/self/mountinfo).
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
     let Ok(canon) = path.canonicalize() else {
         return false;
     };
     let want = canon.to_string_lossy();
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .is_some_and(|mp| unescape_mountinfo(mp) == want)
-    })
+    mount_points().iter().any(|mp| *mp == want)
 }
 
 fn unescape_mountinfo(s: &str) -> String {

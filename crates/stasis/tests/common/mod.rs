@@ -552,30 +552,14 @@ impl Drop for Store {
 pub fn mounts_under(path: &Path) -> Vec<String> {
     let base = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
     let base = base.to_string_lossy().trim_end_matches('/').to_string();
-    let info = std::fs::read_to_string("/proc/self/mountinfo").expect("reading mountinfo");
-    info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(unescape_mountinfo)
+    let all = stasis_engine::layout::mount_points();
+    assert!(
+        !all.is_empty(),
+        "reading /proc/self/mountinfo gave no mount at all"
+    );
+    all.into_iter()
         .filter(|m| *m == base || m.starts_with(&format!("{base}/")))
         .collect()
-}
-
-fn unescape_mountinfo(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 4 <= b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Sorted names in `dir`; empty when it does not exist.
