@@ -438,13 +438,18 @@ fn tar_err(label: &str) -> impl FnOnce(TarError) -> ArchiveError + '_ {
 
 /// Writes a checkpoint archive entry by entry, `config.dump` and `spec.dump` first. Call the
 /// methods in the order they are declared (each is optional) and then [`ArchiveWriter::finish`].
-pub struct ArchiveWriter<W: Write> {
-    tar: TarBuilder<Compressor<W>>,
+///
+/// `S` is where the tar stream goes: a [`Compressor`] for an ordinary export
+/// ([`ArchiveWriter::new`]), or any writer that compresses by itself
+/// ([`ArchiveWriter::with_sink`], e.g. a seekable zstd frame writer).
+pub struct ArchiveWriter<S: Write> {
+    tar: TarBuilder<S>,
     label: String,
     volumes_dir: bool,
+    checkpoint_dir: bool,
 }
 
-impl<W: Write> std::fmt::Debug for ArchiveWriter<W> {
+impl<S: Write> std::fmt::Debug for ArchiveWriter<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ArchiveWriter")
             .field("label", &self.label)
@@ -452,7 +457,7 @@ impl<W: Write> std::fmt::Debug for ArchiveWriter<W> {
     }
 }
 
-impl<W: Write + Send + 'static> ArchiveWriter<W> {
+impl<W: Write + Send + 'static> ArchiveWriter<Compressor<W>> {
     /// Starts an archive into `w` (`label` names it in errors) and writes `config.dump` and
     /// `spec.dump` (mode 0600, two-space indented JSON like Podman's).
     pub fn new(
@@ -465,10 +470,31 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
         spec: &Value,
     ) -> Result<Self, ArchiveError> {
         let c = stasis_tar::compress(w, compression, level, threads).map_err(tar_err(label))?;
+        ArchiveWriter::with_sink(c, label, config, spec)
+    }
+
+    /// Writes the end-of-archive marker and the compression trailer; returns the writer.
+    pub fn finish(self) -> Result<W, ArchiveError> {
+        let label = self.label.clone();
+        let c = self.finish_tar()?;
+        c.finish().map_err(tar_err(&label))
+    }
+}
+
+impl<S: Write> ArchiveWriter<S> {
+    /// Starts an archive into `sink`, which receives the plain tar stream, and writes
+    /// `config.dump` and `spec.dump`.
+    pub fn with_sink(
+        sink: S,
+        label: &str,
+        config: &ContainerConfig,
+        spec: &Value,
+    ) -> Result<Self, ArchiveError> {
         let mut me = ArchiveWriter {
-            tar: TarBuilder::new(c),
+            tar: TarBuilder::new(sink),
             label: label.to_string(),
             volumes_dir: false,
+            checkpoint_dir: false,
         };
         let config_json = config.to_json_pretty()?;
         let spec_json = serde_json::to_vec_pretty(spec).map_err(|e| ArchiveIoError::Io {
@@ -478,6 +504,30 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
         me.bytes(CONFIG_DUMP, &config_json, 0o600)?;
         me.bytes(SPEC_DUMP, &spec_json, 0o600)?;
         Ok(me)
+    }
+
+    /// The sink, to write whole entries of one's own between the methods' entries (the tar
+    /// stream must stay block-aligned: header, data, padding to 512 bytes).
+    pub fn sink_mut(&mut self) -> &mut S {
+        self.tar.get_mut()
+    }
+
+    /// The `checkpoint/` directory entry, before entries written straight into the sink
+    /// (memory pages streamed during the dump); [`ArchiveWriter::checkpoint_dir`] then adds
+    /// only the directory's contents.
+    pub fn checkpoint_dir_entry(&mut self, mode: u32) -> Result<(), ArchiveError> {
+        if !self.checkpoint_dir {
+            self.tar
+                .append_dir(CHECKPOINT_DIR, mode)
+                .map_err(tar_err(&self.label))?;
+            self.checkpoint_dir = true;
+        }
+        Ok(())
+    }
+
+    /// Writes the end-of-archive marker; returns the sink (not finished).
+    pub fn finish_tar(self) -> Result<S, ArchiveError> {
+        self.tar.finish().map_err(tar_err(&self.label))
     }
 
     fn bytes(&mut self, name: &str, data: &[u8], mode: u32) -> Result<(), ArchiveError> {
@@ -509,6 +559,13 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
 
     /// The CRIU image directory, stored as `checkpoint/…`.
     pub fn checkpoint_dir(&mut self, dir: &Path) -> Result<(), ArchiveError> {
+        if self.checkpoint_dir {
+            return self
+                .tar
+                .append_tree_contents(CHECKPOINT_DIR, dir)
+                .map_err(tar_err(&self.label));
+        }
+        self.checkpoint_dir = true;
         self.tar
             .append_tree(CHECKPOINT_DIR, dir)
             .map_err(tar_err(&self.label))
@@ -534,13 +591,6 @@ impl<W: Write + Send + 'static> ArchiveWriter<W> {
             self.volumes_dir = true;
         }
         self.file(&volume_tar(name), path)
-    }
-
-    /// Writes the end-of-archive marker and the compression trailer; returns the writer.
-    pub fn finish(self) -> Result<W, ArchiveError> {
-        let label = self.label;
-        let c = self.tar.finish().map_err(tar_err(&label))?;
-        c.finish().map_err(tar_err(&label))
     }
 }
 
@@ -587,6 +637,17 @@ pub fn write_archive<W: Write + Send + 'static>(
         parts.config,
         parts.spec,
     )?;
+    write_parts(&mut a, parts)?;
+    a.finish()
+}
+
+/// Writes every part after the head (`config.dump`, `spec.dump`), in stasis's order:
+/// network.status, stats-dump, artifacts/, checkpoint/, rootfs-diff.tar, deleted.files,
+/// devshm-checkpoint.tar, volumes/, ctr.log.
+pub fn write_parts<S: Write>(
+    a: &mut ArchiveWriter<S>,
+    parts: &ArchiveParts<'_>,
+) -> Result<(), ArchiveError> {
     if let Some(s) = parts.network_status {
         a.network_status(s)?;
     }
@@ -608,7 +669,7 @@ pub fn write_archive<W: Write + Send + 'static>(
     if let Some(p) = parts.ctr_log {
         a.file(CTR_LOG, p)?;
     }
-    a.finish()
+    Ok(())
 }
 
 /// Builds the (uncompressed) `rootfs-diff.tar` from the upper directory: each path of

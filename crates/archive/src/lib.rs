@@ -7,6 +7,7 @@
 //! * [`network`] — `network.status`;
 //! * [`stats`] — CRIU `stats-dump`/`stats-restore` and `--print-stats` JSON;
 //! * [`rootfs_diff`] — overlay upper directory → `rootfs-diff.tar` list and `deleted.files`;
+//! * [`pages`] — memory pages streamed into archives and skipped on import;
 //! * [`port`] — `--publish` specs;
 //! * [`import`] — the restore decision logic of Podman's `CRImportCheckpoint`.
 //!
@@ -18,13 +19,14 @@ pub mod import;
 mod json;
 pub mod names;
 pub mod network;
+pub mod pages;
 pub mod port;
 pub mod rootfs_diff;
 pub mod stats;
 
 pub use archive::{
-    read_archive, read_compressed_archive, write_archive, ArchiveContents, ArchiveIoError,
-    ArchiveParts, ArchiveWriter,
+    read_archive, read_compressed_archive, write_archive, write_parts, ArchiveContents,
+    ArchiveIoError, ArchiveParts, ArchiveWriter,
 };
 pub use config::{parse_spec_dump, ConfigError, ContainerConfig, NamedVolume, PerNetworkOptions};
 pub use import::{

@@ -41,6 +41,9 @@ pub struct Runc {
 pub struct CriuOpts {
     pub tcp_established: bool,
     pub file_locks: bool,
+    /// `ADDRESS:PORT` of a CRIU page server that receives the memory pages of a dump
+    /// (checkpoint only).
+    pub page_server: Option<String>,
 }
 
 /// Pulls the `msg=` text out of runc's logfmt lines, else returns stderr trimmed.
@@ -190,6 +193,11 @@ impl Runc {
         }
         if opts.file_locks {
             args.push("--file-locks");
+        }
+        let ps;
+        if let Some(addr) = &opts.page_server {
+            ps = format!("--page-server={addr}");
+            args.push(&ps);
         }
         self.run("checkpoint", id, &args).map(drop)
     }

@@ -329,6 +329,7 @@ impl CrFlags {
         stasis_engine::runc::CriuOpts {
             tcp_established: self.tcp_established,
             file_locks: self.file_locks,
+            ..Default::default()
         }
     }
 }

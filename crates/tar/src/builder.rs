@@ -290,6 +290,14 @@ impl<W: Write> TarBuilder<W> {
         Ok(())
     }
 
+    /// Adds what is under `dir` recursively with names under `prefix`, like
+    /// [`TarBuilder::append_tree`] but without an entry for `dir` itself (for a
+    /// directory whose entry was written earlier).
+    pub fn append_tree_contents(&mut self, prefix: &str, dir: &Path) -> Result<(), TarError> {
+        let prefix = prefix.trim_matches('/').as_bytes().to_vec();
+        self.tree(&prefix, dir)
+    }
+
     fn tree(&mut self, prefix: &[u8], dir: &Path) -> Result<(), TarError> {
         let mut names = Vec::new();
         for ent in fs::read_dir(dir).map_err(|e| TarError::io(format!("reading {dir:?}"), e))? {
