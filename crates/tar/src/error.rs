@@ -171,6 +171,23 @@ pub enum TarError {
         source: io::Error,
     },
 
+    /// A zstd frame size outside `1..=max` bytes.
+    #[error("zstd frame size {size} is out of range (1..={max})")]
+    FrameSize {
+        /// The requested frame size.
+        size: usize,
+        /// The largest accepted frame size.
+        max: usize,
+    },
+
+    /// The stream ends with a zstd seek table (its footer magic is there) but
+    /// the table is malformed.
+    #[error("invalid zstd seek table: {reason}")]
+    SeekTable {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// Symlink resolution inside a root did not terminate.
     #[error("resolving {path:?} inside {root:?}: too many levels of symbolic links")]
     SymlinkLoop {

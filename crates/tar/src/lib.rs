@@ -20,6 +20,7 @@
 mod builder;
 mod compress;
 mod error;
+pub mod frames;
 mod guard;
 mod resolve;
 mod unpack;
@@ -27,6 +28,9 @@ mod unpack;
 pub use builder::TarBuilder;
 pub use compress::{compress, decompress, detect, Compression, Compressor, Detected};
 pub use error::TarError;
+pub use frames::{
+    FrameInfo, FrameReader, FrameWriter, RawFrame, SeekTable, SeekableDecoder, DEFAULT_FRAME_SIZE,
+};
 pub use resolve::secure_join;
 pub use unpack::{unpack, UnpackOptions, UnpackStats};
 
