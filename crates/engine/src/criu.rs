@@ -49,28 +49,51 @@ pub fn lazy_pages_supported() -> bool {
 /// its memory is all copied. It listens on `work_dir/lazy-pages.socket` (where runc's CRIU
 /// looks for it), outlives the caller, removes `remove_after` once every page is delivered,
 /// and writes its pid to `pidfile`.
+///
+/// With `page_server`, the daemon reads the lazy pages from that socket (CRIU's page-server
+/// protocol; the other end is our feeder, see `pagestream`) instead of the image directory.
 pub fn start_lazy_pages(
     images: &Path,
     work_dir: &Path,
     remove_after: &Path,
     pidfile: &Path,
+    page_server: Option<std::os::fd::OwnedFd>,
 ) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
     let socket = work_dir.join("lazy-pages.socket");
     let _ = std::fs::remove_file(&socket);
     let q = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', "'\\''"));
+    let remote = page_server
+        .as_ref()
+        .map(|fd| format!(" --page-server --ps-socket {}", fd.as_raw_fd()))
+        .unwrap_or_default();
     let script = format!(
-        "echo $$ > {pid}; criu lazy-pages --images-dir {img} --work-dir {work} -o lazy-pages.log; rm -rf {rm} {pid}",
+        "echo $$ > {pid}; criu lazy-pages --images-dir {img} --work-dir {work}{remote} -o lazy-pages.log; rm -rf {rm} {pid}",
         pid = q(pidfile),
         img = q(images),
         work = q(work_dir),
         rm = q(remove_after),
     );
-    Command::new("setsid")
-        .args(["sh", "-c", &script])
+    let mut cmd = Command::new("setsid");
+    cmd.args(["sh", "-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
+        .stderr(Stdio::null());
+    if let Some(fd) = &page_server {
+        let raw = fd.as_raw_fd();
+        // SAFETY: fcntl between fork and exec is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    }
+    cmd.spawn()?;
+    drop(page_server);
     let mut seen_pid = false;
     for _ in 0..1000 {
         if socket.exists() {

@@ -17,6 +17,7 @@ pub mod libpod;
 pub mod mounts;
 pub mod names;
 pub mod netns;
+pub mod pagestream;
 pub mod pod;
 pub mod progress;
 pub mod runc;

@@ -94,6 +94,25 @@ pub enum ContainerCmd {
     /// Release a stopped container's runtime resources (conmon calls this)
     #[command(hide = true)]
     Cleanup(NamesArgs),
+    /// Serve a lazy restore's memory pages from its archive (the engine starts this)
+    #[command(hide = true)]
+    ServePages(ServePagesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServePagesArgs {
+    /// Inherited descriptor of the archive
+    #[arg(long)]
+    pub archive_fd: i32,
+    /// Inherited descriptor of the socket to CRIU's lazy-pages daemon
+    #[arg(long)]
+    pub socket_fd: i32,
+    /// CRIU image directory (its pagemaps)
+    #[arg(long)]
+    pub images: PathBuf,
+    /// Where the pages are in the archive (JSON written by the engine)
+    #[arg(long)]
+    pub plan: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

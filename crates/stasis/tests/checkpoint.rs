@@ -852,3 +852,145 @@ fn rootfs_diff_carries_no_overlayfs_private_xattrs() {
         "rootfs-diff.tar holds a trusted.overlay.* xattr (overlayfs-internal; Podman's diff has none)"
     );
 }
+
+/// A shell holding 40 MB of random text in a variable (its memory), answering checksum
+/// requests: /tmp/req appearing makes it write the md5 of the text to /tmp/sum.
+const MEMORY_WORKLOAD: &str = "v=$(head -c 30000000 /dev/urandom | base64 -w0); touch /tmp/ready; \
+     while :; do if [ -e /tmp/req ]; then rm /tmp/req; echo -n \"$v\" | md5sum > /tmp/sum.tmp; \
+     mv /tmp/sum.tmp /tmp/sum; fi; sleep 0.1; done";
+
+/// The checksum of the memory workload's text, computed by the process from its memory.
+fn memory_sum(s: &Store, name: &str) -> String {
+    let out = s.ok(&[
+        "exec",
+        name,
+        "sh",
+        "-c",
+        "rm -f /tmp/sum; touch /tmp/req; i=0; while [ ! -e /tmp/sum ]; do sleep 0.05; \
+         i=$((i+1)); [ $i -gt 600 ] && exit 1; done; cat /tmp/sum",
+    ]);
+    let sum = out
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(sum.len(), 32, "md5 of the workload's memory: {out:?}");
+    sum
+}
+
+/// Size of `entry` in a zstd-compressed tar.
+fn entry_sizes(archive: &Path) -> Vec<(String, u64)> {
+    let f = std::fs::File::open(archive).unwrap();
+    let dec = zstd::stream::read::Decoder::new(f).unwrap();
+    let mut t = tar::Archive::new(dec);
+    t.entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.path().unwrap().to_string_lossy().into_owned(),
+                e.header().size().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn streamed_export_is_a_seekable_tar_zst_and_restores_eagerly_and_lazily_from_it() {
+    let s = Store::with_image();
+    s.ok(&[
+        "run",
+        "-d",
+        "--name",
+        "m1",
+        IMAGE,
+        "sh",
+        "-c",
+        MEMORY_WORKLOAD,
+    ]);
+    poll(
+        "the workload to fill its memory",
+        Duration::from_secs(30),
+        || {
+            s.stasis(&["exec", "m1", "test", "-e", "/tmp/ready"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let sum = memory_sum(&s, "m1");
+    let archive = s.path().join("m1.tar.zst");
+    let a = archive.to_string_lossy().into_owned();
+    s.ok(&["container", "checkpoint", "--export", &a, "m1"]);
+
+    // An ordinary tar.zst (what Podman and zstd read) ending in a zstd seek table, with the
+    // pages image's header patched to its real size.
+    let bytes = std::fs::read(&archive).unwrap();
+    assert_eq!(bytes[..4], ZSTD_MAGIC);
+    assert_eq!(
+        bytes[bytes.len() - 4..],
+        [0xB1, 0xEA, 0x92, 0x8F],
+        "seekable format footer"
+    );
+    if let Ok(st) = std::process::Command::new("zstd")
+        .args(["-q", "-t"])
+        .arg(&archive)
+        .status()
+    {
+        assert!(st.success(), "zstd -t {a}");
+    }
+    let sizes = entry_sizes(&archive);
+    let pages: u64 = sizes
+        .iter()
+        .filter(|(n, _)| n.starts_with("checkpoint/pages-"))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        pages >= 40_000_000,
+        "pages images hold the memory: {sizes:?}"
+    );
+    for (name, _) in &sizes {
+        assert!(
+            !name.starts_with("checkpoint/pages-") || name.ends_with(".img"),
+            "{name}"
+        );
+    }
+    assert!(
+        sizes
+            .iter()
+            .any(|(n, _)| n.starts_with("checkpoint/pagemap-")),
+        "{sizes:?}"
+    );
+
+    // Lazily: the pages are served from the archive by the feeder.
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1"));
+    let id = s.ok(&["container", "restore", "--import", &a, "--name", "lazy"]);
+    assert!(
+        userdata(&s, id.trim()).join("serve-pages.log").exists(),
+        "the lazy restore went through the page feeder"
+    );
+    assert_eq!(memory_sum(&s, "lazy"), sum, "memory after a lazy restore");
+    // A lazily restored container checkpoints again (once its memory is all there).
+    let again = s.path().join("again.tar.zst");
+    let again = again.to_string_lossy().into_owned();
+    s.ok(&["container", "checkpoint", "--export", &again, "lazy"]);
+    s.ok(&[
+        "container",
+        "restore",
+        "--import",
+        &again,
+        "--name",
+        "again",
+    ]);
+    assert_eq!(memory_sum(&s, "again"), sum, "memory after a second round");
+
+    // Eagerly: the pages are copied out of the archive first.
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1000000000000"));
+    let id = s.ok(&["container", "restore", "--import", &a, "--name", "eager"]);
+    assert!(!userdata(&s, id.trim()).join("serve-pages.log").exists());
+    assert_eq!(
+        memory_sum(&s, "eager"),
+        sum,
+        "memory after an eager restore"
+    );
+}

@@ -9,8 +9,10 @@ use stasis_archive::{names, rootfs_diff, ArchiveParts, NetworkStatus};
 use stasis_tar::Compression;
 
 use crate::db::{self, ContainerRecord, State};
+use crate::pagestream::{self, DumpServer, StreamedArchive};
 use crate::runc::CriuOpts;
 use crate::{criu, Engine, EngineError};
+use stasis_tar::frames::FrameWriter;
 
 /// Where an export goes.
 pub enum ExportTarget {
@@ -146,11 +148,70 @@ impl Engine {
                 .map_err(|e| EngineError::io(&stale_images, e))?;
         }
 
+        // A file export in zstd streams the memory pages straight from CRIU into the archive
+        // (see `pagestream`): the archive is started now, its head first.
+        let mut server = None;
+        let mut criu_end = None;
+        let criu_conf = self.criu_config_path(&c.id);
+        let _ = std::fs::remove_file(&criu_conf);
+        if let Some(path) = self.stream_target(&c, &opts) {
+            std::fs::create_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
+            let (archive, tmp) = self.start_streamed_export(&c, &path)?;
+            let started = if self.spec_names_criu_config(&c)
+                && std::env::var("STASIS_PAGE_SERVER").map_or(true, |v| v != "tcp")
+            {
+                // An AF_UNIX socket CRIU inherits through runc, named in the configuration
+                // file runc hands CRIU.
+                (|| {
+                    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                        .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+                    pagestream::set_inheritable(fd)
+                        .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
+                    std::fs::write(&criu_conf, pagestream::criu_socket_config(fd))
+                        .map_err(|e| EngineError::io(&criu_conf, e))?;
+                    criu_end = Some(theirs);
+                    DumpServer::on_socket(archive, images.clone(), ours)
+                })()
+            } else {
+                DumpServer::listen(archive, images.clone())
+            };
+            match started {
+                Ok(s) => {
+                    opts.criu.page_server = s.address();
+                    server = Some((s, tmp, path));
+                }
+                Err(e) => {
+                    let _ = std::fs::remove_file(&criu_conf);
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            }
+        }
+
         let started = Instant::now();
         let dumped = self
             .runc
             .checkpoint(&c.id, &images, &bundle, opts.leave_running, &opts.criu);
         let runtime_duration = started.elapsed();
+        drop(criu_end);
+        let _ = std::fs::remove_file(&criu_conf);
+        let mut streamed = None;
+        if let Some((s, tmp, path)) = server {
+            match (s.finish(), &dumped) {
+                (Ok(a), Ok(())) => streamed = Some((a, tmp, path)),
+                (Err(e), Ok(())) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(EngineError::msg(format!(
+                        "checkpointing container {}: receiving its memory pages failed: {e}",
+                        c.name
+                    )));
+                }
+                (_, Err(_)) => {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+            }
+        }
         if let Err(e) = dumped {
             let log = bundle.join("dump.log");
             let lines = criu::log_errors(&log, 6);
@@ -168,11 +229,15 @@ impl Engine {
         let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
         tar_dir(&self.layout.shm(&c.id), &shm_tar)?;
 
-        let export_result = match opts.export.take() {
-            Some(target) => self.export(&c, &opts, target, &images),
-            None => Ok(()),
+        let was_streamed = streamed.is_some();
+        let export_result = match (opts.export.take(), streamed) {
+            (_, Some((archive, tmp, path))) => {
+                self.finish_streamed_export(&c, &opts, archive, &tmp, &path, &images)
+            }
+            (Some(target), None) => self.export(&c, &opts, target, &images),
+            (None, None) => Ok(()),
         };
-        if export_result.is_err() && tmp_images.is_some() && !opts.leave_running {
+        if export_result.is_err() && tmp_images.is_some() && !opts.leave_running && !was_streamed {
             // The process is gone and the archive failed: keep the images with the container
             // so that `restore NAME` can still bring it back.
             if let Err(e) = copy_tree(&images, &stale_images) {
@@ -210,17 +275,12 @@ impl Engine {
         })
     }
 
-    /// Writes the archive: config.dump and spec.dump first, then network.status, stats-dump,
-    /// artifacts/, checkpoint/, rootfs-diff.tar, deleted.files, devshm-checkpoint.tar, ctr.log.
-    fn export(
+    /// The bundle's spec and the container's libpod configuration: the archive's head.
+    fn archive_head(
         &self,
         c: &ContainerRecord,
-        opts: &CheckpointOptions,
-        target: ExportTarget,
-        images: &Path,
-    ) -> Result<(), EngineError> {
-        let bundle = self.layout.bundle(&c.id);
-        let spec_path = bundle.join("config.json");
+    ) -> Result<(stasis_archive::ContainerConfig, serde_json::Value), EngineError> {
+        let spec_path = self.layout.bundle(&c.id).join("config.json");
         let spec: serde_json::Value = std::fs::read(&spec_path)
             .map_err(|e| EngineError::io(&spec_path, e))
             .and_then(|b| {
@@ -228,8 +288,121 @@ impl Engine {
                     .map_err(|e| EngineError::msg(format!("{}: {e}", spec_path.display())))
             })?;
         let config = crate::libpod::to_libpod(c, &spec, &self.layout);
-        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+        let mut spec = spec;
+        // Our CRIU configuration file is a host-local detail (see `write_spec`).
+        if let Some(a) = spec.get_mut("annotations").and_then(|a| a.as_object_mut()) {
+            a.remove(crate::container::start::CRIU_CONFIG_ANNOTATION);
+        }
+        Ok((config, spec))
+    }
 
+    /// Whether runc hands CRIU our configuration file for this container: containers whose
+    /// spec was written before that existed do not name it.
+    fn spec_names_criu_config(&self, c: &ContainerRecord) -> bool {
+        let p = self.layout.bundle(&c.id).join("config.json");
+        let want = self.criu_config_path(&c.id);
+        std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+            .is_some_and(|spec| {
+                spec["annotations"][crate::container::start::CRIU_CONFIG_ANNOTATION]
+                    .as_str()
+                    .is_some_and(|v| Path::new(v) == want)
+            })
+    }
+
+    /// Where a checkpoint streams its pages into the archive: a file export in zstd, not
+    /// kept, with room for the memory beside the target (else the pages are staged on tmpfs
+    /// as before, and a failed export can still keep the images). `STASIS_PAGE_SERVER=0`
+    /// turns streaming off.
+    fn stream_target(&self, c: &ContainerRecord, opts: &CheckpointOptions) -> Option<PathBuf> {
+        let Some(ExportTarget::File(path)) = &opts.export else {
+            return None;
+        };
+        if opts.keep
+            || opts.compression.unwrap_or(Compression::Zstd) != Compression::Zstd
+            || std::env::var("STASIS_PAGE_SERVER").is_ok_and(|v| v == "0")
+        {
+            return None;
+        }
+        let dir = export_dir(path);
+        let st = nix::sys::statvfs::statvfs(dir).ok()?;
+        let avail = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let need = self.container_memory(c).unwrap_or(0) + (256 << 20);
+        (avail >= need).then(|| path.clone())
+    }
+
+    /// Opens the partial archive file and writes the head of a streamed export.
+    fn start_streamed_export(
+        &self,
+        c: &ContainerRecord,
+        path: &Path,
+    ) -> Result<(StreamedArchive, PathBuf), EngineError> {
+        let (config, spec) = self.archive_head(c)?;
+        let tmp = partial_path(path);
+        let f = open_0600(&tmp)?;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let started = (|| {
+            let fw = FrameWriter::new(f, ZSTD_LEVEL, threads, pagestream::FRAME_SIZE)
+                .map_err(|e| EngineError::msg(e.to_string()))?;
+            let label = path.display().to_string();
+            let mut a = stasis_archive::ArchiveWriter::with_sink(fw, &label, &config, &spec)
+                .map_err(|e| EngineError::msg(e.to_string()))?;
+            a.checkpoint_dir_entry(0o700)
+                .map_err(|e| EngineError::msg(e.to_string()))?;
+            Ok(a)
+        })();
+        match started {
+            Ok(a) => Ok((a, tmp)),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
+    }
+
+    /// Writes the rest of a streamed export after the dump, and renames it into place.
+    fn finish_streamed_export(
+        &self,
+        c: &ContainerRecord,
+        opts: &CheckpointOptions,
+        mut archive: StreamedArchive,
+        tmp: &Path,
+        path: &Path,
+        images: &Path,
+    ) -> Result<(), EngineError> {
+        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+        let res = (|| {
+            let (config, spec) = self.archive_head(c)?;
+            let prepared = self.export_parts(c, opts, scratch.path())?;
+            let parts = prepared.parts(&config, &spec, images);
+            stasis_archive::write_parts(&mut archive, &parts).map_err(|e| {
+                EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
+            })?;
+            let fw = archive.finish_tar().map_err(|e| {
+                EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
+            })?;
+            fw.finish().map_err(|e| {
+                EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
+            })?;
+            std::fs::rename(tmp, path).map_err(|e| EngineError::io(path, e))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(tmp);
+        }
+        res
+    }
+
+    /// Everything of an export but the head and the CRIU images: the rootfs diff and the
+    /// volume tars (built in `scratch`), the deleted paths, the network status and the files
+    /// of the bundle.
+    fn export_parts(
+        &self,
+        c: &ContainerRecord,
+        opts: &CheckpointOptions,
+        scratch: &Path,
+    ) -> Result<PreparedParts, EngineError> {
+        let bundle = self.layout.bundle(&c.id);
         let mut deleted = Vec::new();
         let mut diff_tar = None;
         if !opts.ignore_rootfs {
@@ -247,7 +420,7 @@ impl Engine {
             .map_err(|e| EngineError::msg(format!("container {}: {e}", c.name)))?;
             deleted = changes.deleted.clone();
             if !changes.added_or_modified.is_empty() {
-                let p = scratch.path().join(names::ROOTFS_DIFF_TAR);
+                let p = scratch.join(names::ROOTFS_DIFF_TAR);
                 let f = std::fs::File::create(&p).map_err(|e| EngineError::io(&p, e))?;
                 let w = stasis_archive::archive::write_rootfs_diff_tar(
                     &self.layout.upper(&c.id),
@@ -263,14 +436,12 @@ impl Engine {
         let mut volumes = Vec::new();
         if !opts.ignore_volumes {
             for v in &c.config.volumes {
-                let p = scratch.path().join(format!("volume-{}.tar", v.name));
+                let p = scratch.join(format!("volume-{}.tar", v.name));
                 tar_dir(&self.volume_mountpoint(&v.name), &p)?;
                 volumes.push((v.name.clone(), p));
             }
         }
-        let stats = bundle.join(names::STATS_DUMP);
-        let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
-        let log = self.layout.log_path(&c.id);
+        let exists = |p: PathBuf| p.exists().then_some(p);
         // Addresses on our default network are host-local: they are not carried (Podman would
         // refuse them in its own default subnet). Custom networks keep theirs.
         let status: NetworkStatus = self
@@ -279,18 +450,30 @@ impl Engine {
             .into_iter()
             .filter(|(net, _)| net != stasis_network::DEFAULT_NETWORK)
             .collect();
-        let parts = ArchiveParts {
-            config: &config,
-            spec: &spec,
-            network_status: Some(&status),
-            stats_dump: stats.exists().then_some(stats.as_path()),
-            checkpoint_dir: images,
-            rootfs_diff_tar: diff_tar.as_deref(),
-            deleted_files: &deleted,
-            devshm_tar: shm_tar.exists().then_some(shm_tar.as_path()),
-            volumes: &volumes,
-            ctr_log: log.exists().then_some(log.as_path()),
-        };
+        Ok(PreparedParts {
+            status,
+            stats: exists(bundle.join(names::STATS_DUMP)),
+            diff_tar,
+            deleted,
+            shm_tar: exists(bundle.join(names::DEVSHM_CHECKPOINT_TAR)),
+            volumes,
+            log: exists(self.layout.log_path(&c.id)),
+        })
+    }
+
+    /// Writes the archive: config.dump and spec.dump first, then network.status, stats-dump,
+    /// artifacts/, checkpoint/, rootfs-diff.tar, deleted.files, devshm-checkpoint.tar, ctr.log.
+    fn export(
+        &self,
+        c: &ContainerRecord,
+        opts: &CheckpointOptions,
+        target: ExportTarget,
+        images: &Path,
+    ) -> Result<(), EngineError> {
+        let (config, spec) = self.archive_head(c)?;
+        let scratch = tempdir_in(&self.layout.tmp_dir())?;
+        let prepared = self.export_parts(c, opts, scratch.path())?;
+        let parts = prepared.parts(&config, &spec, images);
         let compression = opts.compression.unwrap_or(Compression::Zstd);
         // zstd level 1: as small as Podman's level 3 on memory pages (mostly either very
         // repetitive or incompressible) and lighter on memory; see BENCHMARKS.md.
@@ -299,16 +482,7 @@ impl Engine {
         match target {
             ExportTarget::File(path) => {
                 // Written beside the target and renamed: a failed export leaves no partial file.
-                let dir = path
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(Path::new("."));
-                let tmp = dir.join(format!(
-                    ".{}.partial",
-                    path.file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default()
-                ));
+                let tmp = partial_path(&path);
                 let f = open_0600(&tmp)?;
                 let label = path.display().to_string();
                 let progress = crate::progress::Progress::new(
@@ -356,6 +530,57 @@ impl Engine {
             .map_err(|e| EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))),
         }
     }
+}
+
+/// The parts of an export prepared after the dump (see [`Engine::export_parts`]).
+struct PreparedParts {
+    status: NetworkStatus,
+    stats: Option<PathBuf>,
+    diff_tar: Option<PathBuf>,
+    deleted: Vec<String>,
+    shm_tar: Option<PathBuf>,
+    volumes: Vec<(String, PathBuf)>,
+    log: Option<PathBuf>,
+}
+
+impl PreparedParts {
+    fn parts<'a>(
+        &'a self,
+        config: &'a stasis_archive::ContainerConfig,
+        spec: &'a serde_json::Value,
+        images: &'a Path,
+    ) -> ArchiveParts<'a> {
+        ArchiveParts {
+            config,
+            spec,
+            network_status: Some(&self.status),
+            stats_dump: self.stats.as_deref(),
+            checkpoint_dir: images,
+            rootfs_diff_tar: self.diff_tar.as_deref(),
+            deleted_files: &self.deleted,
+            devshm_tar: self.shm_tar.as_deref(),
+            volumes: &self.volumes,
+            ctr_log: self.log.as_deref(),
+        }
+    }
+}
+
+/// The directory an export file goes to.
+fn export_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// The partial file an export is written to beside its target, renamed when complete: a
+/// failed export leaves no partial file under the target's name.
+fn partial_path(path: &Path) -> PathBuf {
+    export_dir(path).join(format!(
+        ".{}.partial",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    ))
 }
 
 fn open_0600(p: &Path) -> Result<std::fs::File, EngineError> {

@@ -24,7 +24,7 @@
 //! restore leaves nothing.
 
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::io::{Read, Seek};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -36,7 +36,7 @@ use crate::container::checkpoint::{copy_tree, tempdir_in, tmpfs_scratch};
 use crate::container::mounts_and_networks::{from_podman_network, reuse_from_status};
 use crate::db::{self, ContainerRecord, State};
 use crate::runc::CriuOpts;
-use crate::{conmon, criu, Engine, EngineError};
+use crate::{conmon, criu, pagestream, Engine, EngineError};
 
 /// Where an import comes from.
 pub enum ImportSource {
@@ -80,8 +80,20 @@ pub struct RestoreReport {
     pub restore_stats: Option<stasis_archive::RestoreStats>,
 }
 
+/// Memory pages an import left in its (seekable) archive.
+pub(crate) struct InArchive {
+    file: std::fs::File,
+    pages: pagestream::ArchivePages,
+}
+
 /// Below this much memory, a lazy restore costs more (a daemon to start) than it saves.
-const LAZY_MIN_PAGES: u64 = 64 << 20;
+/// `STASIS_LAZY_MIN_PAGES` (bytes) overrides it, for tests.
+fn lazy_min_pages() -> u64 {
+    std::env::var("STASIS_LAZY_MIN_PAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64 << 20)
+}
 
 /// Bytes of memory pages in a CRIU image directory (`pages-*.img`).
 fn pages_size(images: &Path) -> u64 {
@@ -226,7 +238,7 @@ impl Engine {
             None => BTreeMap::new(),
         };
         let bundle = self.layout.bundle(&c.id);
-        self.restore_prepared(c, opts, &reuse, &bundle, false)
+        self.restore_prepared(c, opts, &reuse, &bundle, false, None)
     }
 
     /// Runs the restore of a container whose bundle holds its checkpoint. On failure the
@@ -240,6 +252,7 @@ impl Engine {
         reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
         source: &Path,
         passing: bool,
+        in_archive: Option<&InArchive>,
     ) -> Result<RestoreReport, EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let run = (|| {
@@ -270,6 +283,8 @@ impl Engine {
             };
             self.relocate_spec(&c, &mut spec)?;
             self.write_spec(&c.id, &spec)?;
+            // A checkpoint that died mid-way may have left its CRIU configuration behind.
+            let _ = std::fs::remove_file(self.criu_config_path(&c.id));
             let _ = std::fs::remove_file(bundle.join("restore.log"));
             let _ = std::fs::remove_file(bundle.join(names::STATS_RESTORE));
             let mut runtime_opts = Vec::new();
@@ -280,10 +295,45 @@ impl Engine {
                 runtime_opts.push("--file-locks".to_string());
             }
             let images = source.join(names::CHECKPOINT_DIR);
-            if passing && !opts.keep && lazy_wanted() && pages_size(&images) >= LAZY_MIN_PAGES {
+            let lazy = passing && !opts.keep && lazy_wanted();
+            if let Some(ia) = in_archive {
+                let file = ia
+                    .file
+                    .try_clone()
+                    .map_err(|e| EngineError::io(&ia.pages.archive, e))?;
+                if lazy && ia.pages.total() >= lazy_min_pages() {
+                    // The pages stay in the archive: CRIU's lazy-pages daemon asks our
+                    // feeder for them, after the process runs again.
+                    let plan = pagestream::prepare_lazy(&ia.pages, file, &images)?;
+                    let (ours, daemons) = std::os::unix::net::UnixStream::pair()
+                        .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
+                    pagestream::spawn_feeder(
+                        &self.opts.exe,
+                        &ia.file,
+                        ours.into(),
+                        &images,
+                        &plan,
+                        &bundle.join("serve-pages.log"),
+                    )?;
+                    criu::start_lazy_pages(
+                        &images,
+                        &bundle,
+                        source,
+                        &self.lazy_pidfile(&c.id),
+                        Some(daemons.into()),
+                    )
+                    .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
+                    runtime_opts.push("--lazy-pages".to_string());
+                } else {
+                    pagestream::materialize(&ia.pages, file, &images)?;
+                }
+            }
+            if runtime_opts.iter().any(|o| o == "--lazy-pages") {
+                // (the feeder serves the pages)
+            } else if lazy && pages_size(&images) >= lazy_min_pages() {
                 // Memory pages are delivered after the process runs again, by CRIU's
                 // lazy-pages daemon, which then removes the scratch space it reads from.
-                criu::start_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id))
+                criu::start_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id), None)
                     .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
                 runtime_opts.push("--lazy-pages".to_string());
             } else if passing && !opts.keep {
@@ -389,15 +439,26 @@ impl Engine {
             ignore_rootfs: opts.ignore_rootfs,
         };
         let mut src_size = None;
+        // An archive file with a seek table (ours) is read with its memory pages skipped:
+        // they are served or copied from the archive later (see `pagestream`).
+        let mut seekable = None;
         let (reader, label): (Box<dyn Read + Send>, String) = match opts.import.take() {
             Some(ImportSource::File(p)) => {
-                let f = std::fs::File::open(&p).map_err(|e| {
+                let mut f = std::fs::File::open(&p).map_err(|e| {
                     EngineError::msg(format!(
                         "cannot open checkpoint archive {}: {e}",
                         p.display()
                     ))
                 })?;
                 src_size = f.metadata().ok().map(|m| m.len());
+                let table = stasis_tar::frames::SeekTable::read_from(&mut f)
+                    .map_err(|e| EngineError::msg(format!("archive {}: {e}", p.display())))?;
+                f.seek(std::io::SeekFrom::Start(0))
+                    .map_err(|e| EngineError::io(&p, e))?;
+                if let Some(t) = table {
+                    let keep = f.try_clone().map_err(|e| EngineError::io(&p, e))?;
+                    seekable = Some((p.clone(), keep, t));
+                }
                 (Box::new(f), p.display().to_string())
             }
             Some(ImportSource::Reader(r)) => (r, "standard input".into()),
@@ -425,33 +486,61 @@ impl Engine {
             inner: reader,
             progress: progress.clone(),
         };
-        let read = stasis_archive::read_compressed_archive(
-            std::io::BufReader::with_capacity(1 << 20, reader),
-            &label,
-            scratch.path(),
-            |config: &ContainerConfig, spec: &serde_json::Value| {
-                let p = stasis_archive::plan_import(config.clone(), spec.clone(), &req, &world)?;
-                match self.image_for_restore(&p.config) {
-                    Ok(id) => image_id = id,
-                    Err(e) => {
-                        let msg = e.to_string();
-                        image_err = Some(e);
-                        return Err(stasis_archive::ArchiveIoError::Io {
-                            context: "restore refused".into(),
-                            source: std::io::Error::other(msg),
-                        }
-                        .into());
+        let on_head = |config: &ContainerConfig, spec: &serde_json::Value| {
+            let p = stasis_archive::plan_import(config.clone(), spec.clone(), &req, &world)?;
+            match self.image_for_restore(&p.config) {
+                Ok(id) => image_id = id,
+                Err(e) => {
+                    let msg = e.to_string();
+                    image_err = Some(e);
+                    return Err(stasis_archive::ArchiveIoError::Io {
+                        context: "restore refused".into(),
+                        source: std::io::Error::other(msg),
                     }
+                    .into());
                 }
-                plan = Some(p);
-                Ok(())
-            },
-        );
+            }
+            plan = Some(p);
+            Ok(())
+        };
+        let mut in_archive = None;
+        let read = match seekable {
+            Some((path, file, table)) => {
+                let dec = stasis_tar::frames::SeekableDecoder::new(
+                    file.try_clone().map_err(|e| EngineError::io(&path, e))?,
+                    table,
+                );
+                let mut skipper = stasis_archive::pages::PagesSkipper::new(dec);
+                let read = stasis_archive::read_archive(
+                    crate::progress::CountingReader {
+                        inner: &mut skipper,
+                        progress: progress.clone(),
+                    },
+                    &label,
+                    scratch.path(),
+                    on_head,
+                );
+                if !skipper.locations().is_empty() {
+                    in_archive = Some(InArchive {
+                        pages: pagestream::ArchivePages::new(path, skipper.locations()),
+                        file,
+                    });
+                }
+                read
+            }
+            None => stasis_archive::read_compressed_archive(
+                std::io::BufReader::with_capacity(1 << 20, reader),
+                &label,
+                scratch.path(),
+                on_head,
+            )
+            .map(|(_, contents)| contents),
+        };
         progress.finish();
         if let Some(e) = image_err {
             return Err(e);
         }
-        let contents = read.map_err(|e| EngineError::msg(e.to_string()))?.1;
+        let contents = read.map_err(|e| EngineError::msg(e.to_string()))?;
         let plan =
             plan.ok_or_else(|| EngineError::msg(format!("archive {label}: no config.dump")))?;
 
@@ -527,7 +616,14 @@ impl Engine {
             }
         };
         let lock = self.lock(&c.id)?;
-        let result = self.finish_import(&c, &plan, &contents, scratch.path(), &opts);
+        let result = self.finish_import(
+            &c,
+            &plan,
+            &contents,
+            scratch.path(),
+            &opts,
+            in_archive.as_ref(),
+        );
         if result.is_ok() && self.lazy_pidfile(&c.id).exists() {
             // The lazy-pages daemon reads the scratch space and removes it when done.
             scratch.keep();
@@ -557,6 +653,7 @@ impl Engine {
         contents: &stasis_archive::ArchiveContents,
         scratch: &Path,
         opts: &RestoreOptions,
+        in_archive: Option<&InArchive>,
     ) -> Result<RestoreReport, EngineError> {
         // 3. The small files go to the bundle; CRIU's images stay in the scratch space they
         //    were read into (tmpfs when it had room) and are restored from there.
@@ -617,7 +714,7 @@ impl Engine {
                 .collect(),
             _ => BTreeMap::new(),
         };
-        let report = self.restore_prepared(c.clone(), opts, &reuse, scratch, true)?;
+        let report = self.restore_prepared(c.clone(), opts, &reuse, scratch, true, in_archive)?;
         if opts.keep {
             let to = bundle.join(names::CHECKPOINT_DIR);
             copy_tree(&scratch.join(names::CHECKPOINT_DIR), &to)

@@ -10,6 +10,9 @@ use crate::db::{self, ContainerRecord, State};
 use crate::spec::{self, SpecInput};
 use crate::{mounts, netns, user, Engine, EngineError};
 
+/// The spec annotation naming the CRIU configuration file runc passes to CRIU.
+pub(crate) const CRIU_CONFIG_ANNOTATION: &str = "org.criu.config";
+
 impl Engine {
     /// Starts a created or exited container. Starting a running container does nothing.
     pub fn start(&self, key: &str) -> Result<ContainerRecord, EngineError> {
@@ -377,9 +380,34 @@ impl Engine {
 
     pub(crate) fn write_spec(&self, id: &str, spec: &serde_json::Value) -> Result<(), EngineError> {
         let p = self.layout.bundle(id).join("config.json");
-        let body = serde_json::to_vec_pretty(spec)
+        // runc hands CRIU the configuration file this annotation names (when it exists). Ours
+        // exists only while a checkpoint streams memory pages over a socket (see pagestream);
+        // exports leave the annotation out of spec.dump.
+        let mut spec = spec.clone();
+        if let Some(obj) = spec.as_object_mut() {
+            if let Some(a) = obj
+                .entry("annotations")
+                .or_insert_with(|| serde_json::json!({}))
+                .as_object_mut()
+            {
+                a.insert(
+                    CRIU_CONFIG_ANNOTATION.into(),
+                    self.criu_config_path(id)
+                        .to_string_lossy()
+                        .into_owned()
+                        .into(),
+                );
+            }
+        }
+        let body = serde_json::to_vec_pretty(&spec)
             .map_err(|e| EngineError::msg(format!("serialising {}: {e}", p.display())))?;
         std::fs::write(&p, body).map_err(|e| EngineError::io(&p, e))
+    }
+
+    /// The CRIU configuration file runc passes to CRIU for this container (see
+    /// [`CRIU_CONFIG_ANNOTATION`]).
+    pub(crate) fn criu_config_path(&self, id: &str) -> PathBuf {
+        self.layout.bundle(id).join("criu.conf")
     }
 
     /// conmon's arguments for this container; `restore` = the CRIU image directory.

@@ -94,6 +94,9 @@ pub fn run(engine: &Engine, cmd: ContainerCmd) -> Result<u8> {
             engine.cleanup(n)?;
             Ok(None)
         }),
+        ContainerCmd::ServePages(_) => Err(anyhow::anyhow!(
+            "serve-pages is dispatched before the engine opens"
+        )),
     }
 }
 

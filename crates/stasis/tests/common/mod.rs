@@ -87,6 +87,8 @@ pub struct Store {
     pub runroot: PathBuf,
     io: PathBuf,
     calls: AtomicUsize,
+    /// Environment variables every later `stasis` command of this store gets.
+    env: std::sync::Mutex<Vec<(String, String)>>,
 }
 
 impl Store {
@@ -106,6 +108,7 @@ impl Store {
             io,
             dir,
             calls: AtomicUsize::new(0),
+            env: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -127,9 +130,22 @@ impl Store {
         self.dir.path()
     }
 
+    /// Sets (or with `None` removes) an environment variable for the later `stasis`
+    /// commands of this store.
+    pub fn set_env(&self, key: &str, value: Option<&str>) {
+        let mut env = self.env.lock().unwrap();
+        env.retain(|(k, _)| k != key);
+        if let Some(v) = value {
+            env.push((key.to_string(), v.to_string()));
+        }
+    }
+
     /// A `stasis` command with this store's `--root`/`--runroot`.
     pub fn command<S: AsRef<OsStr>>(&self, args: &[S]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_stasis"));
+        for (k, v) in self.env.lock().unwrap().iter() {
+            c.env(k, v);
+        }
         c.arg("--root")
             .arg(&self.root)
             .arg("--runroot")
