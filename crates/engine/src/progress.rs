@@ -91,3 +91,19 @@ impl<R: Read> Read for CountingReader<R> {
         Ok(n)
     }
 }
+
+/// With `STASIS_TIMING=1`, prints `label` and the time since the process started to stderr:
+/// where a checkpoint or restore spends its time, for profiling.
+pub fn mark(label: &str) {
+    use std::sync::OnceLock;
+    use std::time::Instant;
+    static START: OnceLock<Option<Instant>> = OnceLock::new();
+    let start = START.get_or_init(|| {
+        std::env::var("STASIS_TIMING")
+            .is_ok_and(|v| v == "1")
+            .then(Instant::now)
+    });
+    if let Some(t) = start {
+        eprintln!("timing: {:8.3} ms {label}", t.elapsed().as_secs_f64() * 1e3);
+    }
+}

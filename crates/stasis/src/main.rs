@@ -15,8 +15,11 @@ fn main() -> ExitCode {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
+    stasis_engine::progress::mark("main");
     let cli = cli::Cli::parse();
-    match cmd::run(cli) {
+    let res = cmd::run(cli);
+    stasis_engine::progress::mark("done");
+    match res {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("Error: {}", cmd::error_chain(&e));

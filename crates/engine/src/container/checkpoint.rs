@@ -112,6 +112,7 @@ impl Engine {
                 "--compress can only be used with --export",
             ));
         }
+        crate::progress::mark("checkpoint: start");
         let c = self.lookup(key)?;
         let _lock = self.lock(&c.id)?;
         let mut c = self.refresh(&c.id)?;
@@ -189,6 +190,7 @@ impl Engine {
             }
         }
 
+        crate::progress::mark("checkpoint: archive head written, starting runc");
         let started = Instant::now();
         let dumped = self
             .runc
@@ -196,6 +198,7 @@ impl Engine {
         let runtime_duration = started.elapsed();
         drop(criu_end);
         let _ = std::fs::remove_file(&criu_conf);
+        crate::progress::mark("checkpoint: runc checkpoint done");
         let mut streamed = None;
         if let Some((s, tmp, path)) = server {
             match (s.finish(), &dumped) {
@@ -246,6 +249,7 @@ impl Engine {
         }
         drop(tmp_images);
 
+        crate::progress::mark("checkpoint: archive written");
         if !opts.leave_running {
             // The dump killed the process; let conmon record the exit, then release runtime
             // resources and mark the container checkpointed.
@@ -258,6 +262,7 @@ impl Engine {
             c.checkpointed_at = Some(crate::container::create::now());
             db::update(self.conn(), &c)?;
         }
+        crate::progress::mark("checkpoint: container finished");
         let dump_stats = std::fs::read(bundle.join(names::STATS_DUMP))
             .ok()
             .and_then(|b| stasis_archive::read_dump_stats(&b).ok());

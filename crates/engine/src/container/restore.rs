@@ -257,6 +257,7 @@ impl Engine {
         let bundle = self.layout.bundle(&c.id);
         let run = (|| {
             self.prepare_runtime(&c, reuse)?;
+            crate::progress::mark("restore: runtime prepared (network)");
             let shm_tar = source.join(names::DEVSHM_CHECKPOINT_TAR);
             if shm_tar.exists() {
                 let f = std::fs::File::open(&shm_tar).map_err(|e| EngineError::io(&shm_tar, e))?;
@@ -341,6 +342,7 @@ impl Engine {
                 // handed back progressively instead of being held twice.
                 runtime_opts.push("--auto-dedup".to_string());
             }
+            crate::progress::mark("restore: pages ready, starting conmon/runc");
             let started = Instant::now();
             let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts))?;
             Ok::<_, EngineError>((pid, started.elapsed()))
@@ -369,6 +371,7 @@ impl Engine {
                 )));
             }
         };
+        crate::progress::mark("restore: runc restore done");
         c.state = State::Running;
         c.pid = Some(pid);
         c.conmon_pid = self.read_conmon_pid(&c.id);
@@ -465,6 +468,7 @@ impl Engine {
             None => return Err(EngineError::msg("no archive to import")),
         };
 
+        crate::progress::mark("restore: start");
         // 1. One pass over the archive; validation as soon as the head has passed.
         // The archive is read once into scratch space: tmpfs when it has room (CRIU then
         // restores from memory), else the store's disk.
@@ -536,6 +540,7 @@ impl Engine {
             )
             .map(|(_, contents)| contents),
         };
+        crate::progress::mark("restore: archive read");
         progress.finish();
         if let Some(e) = image_err {
             return Err(e);
@@ -615,6 +620,7 @@ impl Engine {
                 return Err(e);
             }
         };
+        crate::progress::mark("restore: container created");
         let lock = self.lock(&c.id)?;
         let result = self.finish_import(
             &c,
@@ -705,6 +711,7 @@ impl Engine {
             }
         }
 
+        crate::progress::mark("restore: rootfs and volumes applied");
         // 5. Restore, reusing the archive's addresses where the rules allow.
         let reuse = match (plan.reuse_network_status, self.read_network_status(&c.id)) {
             (true, Some(st)) => reuse_from_status(&st, plan.reuse_ip, plan.reuse_mac)
