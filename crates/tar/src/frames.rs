@@ -2374,7 +2374,11 @@ mod tests {
         let cpu0 = cpu_seconds();
         let t0 = Instant::now();
         let mut f = File::open(&input)?;
-        let mut w = FrameWriter::new(sink, 1, threads, frame_size)?;
+        let level: i32 = std::env::var("FRAMES_LEVEL")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
+        let mut w = FrameWriter::new(sink, level, threads, frame_size)?;
         let mut buf = vec![0u8; chunk];
         let mut total = 0u64;
         loop {

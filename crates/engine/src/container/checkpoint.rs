@@ -348,8 +348,13 @@ impl Engine {
         let f = open_0600(&tmp)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let started = (|| {
-            let fw = FrameWriter::new(f, ZSTD_LEVEL, threads, pagestream::FRAME_SIZE)
-                .map_err(|e| EngineError::msg(e.to_string()))?;
+            let fw = FrameWriter::new(
+                f,
+                pagestream::stream_level(),
+                threads,
+                pagestream::FRAME_SIZE,
+            )
+            .map_err(|e| EngineError::msg(e.to_string()))?;
             let label = path.display().to_string();
             let mut a = stasis_archive::ArchiveWriter::with_sink(fw, &label, &config, &spec)
                 .map_err(|e| EngineError::msg(e.to_string()))?;
@@ -380,6 +385,7 @@ impl Engine {
         let res = (|| {
             let (config, spec) = self.archive_head(c)?;
             let prepared = self.export_parts(c, opts, scratch.path())?;
+            crate::progress::mark("checkpoint: export parts prepared");
             let parts = prepared.parts(&config, &spec, images);
             stasis_archive::write_parts(&mut archive, &parts).map_err(|e| {
                 EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
