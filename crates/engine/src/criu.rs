@@ -44,7 +44,8 @@ pub fn lazy_pages_supported() -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// Starts CRIU's lazy-pages daemon for a restore: it serves the memory pages of `images` to
+/// Starts CRIU's lazy-pages daemon for a restore (without waiting for it: see
+/// [`LazyStart::wait_ready`]): it serves the memory pages of `images` to
 /// the restored process on demand and in the background, so the process runs again before
 /// its memory is all copied. It listens on `work_dir/lazy-pages.socket` (where runc's CRIU
 /// looks for it), outlives the caller, removes `remove_after` once every page is delivered,
@@ -52,13 +53,13 @@ pub fn lazy_pages_supported() -> bool {
 ///
 /// With `page_server`, the daemon reads the lazy pages from that socket (CRIU's page-server
 /// protocol; the other end is our feeder, see `pagestream`) instead of the image directory.
-pub fn start_lazy_pages(
+pub fn spawn_lazy_pages(
     images: &Path,
     work_dir: &Path,
     remove_after: &Path,
     pidfile: &Path,
     page_server: Option<std::os::fd::OwnedFd>,
-) -> std::io::Result<()> {
+) -> std::io::Result<LazyStart> {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
     let socket = work_dir.join("lazy-pages.socket");
@@ -92,24 +93,45 @@ pub fn start_lazy_pages(
             });
         }
     }
-    cmd.spawn()?;
+    let child = cmd.spawn()?;
     drop(page_server);
-    let mut seen_pid = false;
-    for _ in 0..1000 {
-        if socket.exists() {
-            return Ok(());
+    // setsid execs the shell in place (we are not a group leader): its pid leads the group
+    // that `stop_lazy_pages` kills. Written here too, so that a failure right after this
+    // call finds it.
+    std::fs::write(pidfile, format!("{}\n", child.id()))?;
+    Ok(LazyStart {
+        socket,
+        pidfile: pidfile.to_path_buf(),
+    })
+}
+
+/// A lazy-pages daemon on its way up (see [`spawn_lazy_pages`]).
+#[derive(Debug)]
+pub struct LazyStart {
+    socket: std::path::PathBuf,
+    pidfile: std::path::PathBuf,
+}
+
+impl LazyStart {
+    /// Waits until the daemon listens (where the restore looks for it), or fails if it ended.
+    pub fn wait_ready(self) -> std::io::Result<()> {
+        let mut seen_pid = false;
+        for _ in 0..2000 {
+            if self.socket.exists() {
+                return Ok(());
+            }
+            // The wrapper removes its pidfile when the daemon has ended (failed): stop waiting.
+            match (self.pidfile.exists(), seen_pid) {
+                (true, _) => seen_pid = true,
+                (false, true) => break,
+                (false, false) => {}
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
         }
-        // The wrapper removes its pidfile when the daemon has ended (failed): stop waiting.
-        match (pidfile.exists(), seen_pid) {
-            (true, _) => seen_pid = true,
-            (false, true) => break,
-            (false, false) => {}
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        Err(std::io::Error::other(
+            "CRIU's lazy-pages daemon did not come up",
+        ))
     }
-    Err(std::io::Error::other(
-        "CRIU's lazy-pages daemon did not come up",
-    ))
 }
 
 /// Waits (up to `limit`) for a lazy-pages daemon recorded in `pidfile` to finish delivering

@@ -256,6 +256,9 @@ impl Engine {
     ) -> Result<RestoreReport, EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let run = (|| {
+            // Memory pages first: a lazy-pages daemon comes up while the network is set up.
+            let lazy_daemon = self.prepare_pages(&c, opts, source, passing, in_archive)?;
+            crate::progress::mark("restore: pages prepared");
             self.prepare_runtime(&c, reuse)?;
             crate::progress::mark("restore: runtime prepared (network)");
             let shm_tar = source.join(names::DEVSHM_CHECKPOINT_TAR);
@@ -296,45 +299,8 @@ impl Engine {
                 runtime_opts.push("--file-locks".to_string());
             }
             let images = source.join(names::CHECKPOINT_DIR);
-            let lazy = passing && !opts.keep && lazy_wanted();
-            if let Some(ia) = in_archive {
-                let file = ia
-                    .file
-                    .try_clone()
-                    .map_err(|e| EngineError::io(&ia.pages.archive, e))?;
-                if lazy && ia.pages.total() >= lazy_min_pages() {
-                    // The pages stay in the archive: CRIU's lazy-pages daemon asks our
-                    // feeder for them, after the process runs again.
-                    let plan = pagestream::prepare_lazy(&ia.pages, file, &images)?;
-                    let (ours, daemons) = std::os::unix::net::UnixStream::pair()
-                        .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
-                    pagestream::spawn_feeder(
-                        &self.opts.exe,
-                        &ia.file,
-                        ours.into(),
-                        &images,
-                        &plan,
-                        &bundle.join("serve-pages.log"),
-                    )?;
-                    criu::start_lazy_pages(
-                        &images,
-                        &bundle,
-                        source,
-                        &self.lazy_pidfile(&c.id),
-                        Some(daemons.into()),
-                    )
-                    .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
-                    runtime_opts.push("--lazy-pages".to_string());
-                } else {
-                    pagestream::materialize(&ia.pages, file, &images)?;
-                }
-            }
-            if runtime_opts.iter().any(|o| o == "--lazy-pages") {
-                // (the feeder serves the pages)
-            } else if lazy && pages_size(&images) >= lazy_min_pages() {
-                // Memory pages are delivered after the process runs again, by CRIU's
-                // lazy-pages daemon, which then removes the scratch space it reads from.
-                criu::start_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id), None)
+            if let Some(d) = lazy_daemon {
+                d.wait_ready()
                     .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;
                 runtime_opts.push("--lazy-pages".to_string());
             } else if passing && !opts.keep {
@@ -406,6 +372,64 @@ impl Engine {
             runtime_duration,
             restore_stats,
         })
+    }
+
+    /// Gets the memory pages where CRIU reads them. Pages left in a seekable archive are
+    /// served to a lazy restore by our feeder (large memory) or copied out of the archive;
+    /// pages in the scratch space of an import are restored lazily when large. Returns the
+    /// lazy-pages daemon being started, if any.
+    fn prepare_pages(
+        &self,
+        c: &ContainerRecord,
+        opts: &RestoreOptions,
+        source: &Path,
+        passing: bool,
+        in_archive: Option<&InArchive>,
+    ) -> Result<Option<criu::LazyStart>, EngineError> {
+        let bundle = self.layout.bundle(&c.id);
+        let images = source.join(names::CHECKPOINT_DIR);
+        let lazy = passing && !opts.keep && lazy_wanted();
+        let failed = |e: std::io::Error| EngineError::msg(format!("restoring {}: {e}", c.name));
+        if let Some(ia) = in_archive {
+            let file = ia
+                .file
+                .try_clone()
+                .map_err(|e| EngineError::io(&ia.pages.archive, e))?;
+            if !(lazy && ia.pages.total() >= lazy_min_pages()) {
+                pagestream::materialize(&ia.pages, file, &images)?;
+                return Ok(None);
+            }
+            // The pages stay in the archive: CRIU's lazy-pages daemon asks our feeder for
+            // them, after the process runs again.
+            let plan = pagestream::prepare_lazy(&ia.pages, file, &images)?;
+            let (ours, daemons) = std::os::unix::net::UnixStream::pair().map_err(failed)?;
+            pagestream::spawn_feeder(
+                &self.opts.exe,
+                &ia.file,
+                ours.into(),
+                &images,
+                &plan,
+                &bundle.join("serve-pages.log"),
+            )?;
+            let d = criu::spawn_lazy_pages(
+                &images,
+                &bundle,
+                source,
+                &self.lazy_pidfile(&c.id),
+                Some(daemons.into()),
+            )
+            .map_err(failed)?;
+            return Ok(Some(d));
+        }
+        if lazy && pages_size(&images) >= lazy_min_pages() {
+            // Memory pages are delivered after the process runs again, by CRIU's lazy-pages
+            // daemon, which then removes the scratch space it reads from.
+            let d =
+                criu::spawn_lazy_pages(&images, &bundle, source, &self.lazy_pidfile(&c.id), None)
+                    .map_err(failed)?;
+            return Ok(Some(d));
+        }
+        Ok(None)
     }
 
     /// Where the pid of a container's lazy-pages daemon is kept while it runs.
