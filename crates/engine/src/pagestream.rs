@@ -394,7 +394,8 @@ fn inherit(fd: RawFd) -> io::Result<()> {
 }
 
 /// Starts the detached feeder: `EXE container serve-pages` answering the lazy-pages daemon on
-/// `socket` from the archive (`archive`, already open), per `plan`; its errors go to `log`.
+/// `socket` from the archive (`archive`, already open), per `plan`; its errors go to `log`,
+/// and make it kill the processes of the container's cgroup `cgroup`.
 pub fn spawn_feeder(
     exe: &Path,
     archive: &File,
@@ -402,6 +403,7 @@ pub fn spawn_feeder(
     images: &Path,
     plan: &Path,
     log: &Path,
+    cgroup: &str,
 ) -> Result<(), EngineError> {
     use std::os::unix::process::CommandExt;
     let afd = archive.as_raw_fd();
@@ -417,6 +419,8 @@ pub fn spawn_feeder(
         .arg(images)
         .arg("--plan")
         .arg(plan)
+        .arg("--kill-cgroup")
+        .arg(cgroup)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(log_file);
@@ -437,8 +441,61 @@ pub fn spawn_feeder(
     Ok(())
 }
 
-/// The feeder process (`stasis container serve-pages`): serves one lazy-pages session.
+/// Kills every process of the cgroup `rel` (the container's): cgroup v2's `cgroup.kill`, or
+/// the `cgroup.procs` of the v1 hierarchies. A restored process whose memory cannot be
+/// delivered must not run on: once the lazy-pages daemon is gone, its missing pages would
+/// read as zeros.
+pub fn kill_cgroup(rel: &str) {
+    let rel = rel.trim_start_matches('/');
+    if rel.is_empty() || rel.split('/').any(|c| c == "..") {
+        return;
+    }
+    let root = Path::new("/sys/fs/cgroup");
+    if std::fs::write(root.join(rel).join("cgroup.kill"), "1").is_ok() {
+        return;
+    }
+    for _ in 0..20 {
+        let mut any = false;
+        for h in [
+            "pids", "freezer", "memory", "cpu", "devices", "systemd", "unified",
+        ] {
+            let procs = root.join(h).join(rel).join("cgroup.procs");
+            let Ok(list) = std::fs::read_to_string(&procs) else {
+                continue;
+            };
+            for pid in list.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                any = true;
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+        if !any {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The feeder process (`stasis container serve-pages`): serves one lazy-pages session. When
+/// it cannot (a damaged archive, say), it kills the container's processes (cgroup `cgroup`)
+/// and fails.
 pub fn serve_pages(
+    archive_fd: RawFd,
+    socket_fd: RawFd,
+    images: &Path,
+    plan: &Path,
+    cgroup: Option<&str>,
+) -> Result<(), String> {
+    let served = serve_pages_inner(archive_fd, socket_fd, images, plan);
+    if let (Err(_), Some(cg)) = (&served, cgroup) {
+        kill_cgroup(cg);
+    }
+    served
+}
+
+fn serve_pages_inner(
     archive_fd: RawFd,
     socket_fd: RawFd,
     images: &Path,

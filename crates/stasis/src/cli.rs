@@ -113,6 +113,9 @@ pub struct ServePagesArgs {
     /// Where the pages are in the archive (JSON written by the engine)
     #[arg(long)]
     pub plan: PathBuf,
+    /// The container's cgroup, whose processes are killed if the pages cannot be served
+    #[arg(long)]
+    pub kill_cgroup: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

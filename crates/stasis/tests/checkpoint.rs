@@ -993,4 +993,84 @@ fn streamed_export_is_a_seekable_tar_zst_and_restores_eagerly_and_lazily_from_it
         sum,
         "memory after an eager restore"
     );
+
+    // Damage in the middle of the memory (lazy pages only, there): the restore returns, then
+    // the feeder meets the damage and kills the container rather than let it run with pages
+    // it never got.
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1"));
+    let mut damaged = bytes.clone();
+    let mid = damaged.len() / 2;
+    damaged[mid] ^= 0x5a;
+    let d = s.path().join("damaged.tar.zst");
+    std::fs::write(&d, &damaged).unwrap();
+    let id = s.ok(&[
+        "restore",
+        "--import",
+        d.to_str().unwrap(),
+        "--name",
+        "damaged",
+    ]);
+    let _ = s.stasis(&["exec", "damaged", "sh", "-c", "touch /tmp/req"]);
+    poll(
+        "the damaged container to be stopped",
+        Duration::from_secs(30),
+        || (s.ps_entry("damaged")["State"] != "running").then_some(()),
+    );
+    let log = std::fs::read_to_string(userdata(&s, id.trim()).join("serve-pages.log")).unwrap();
+    assert!(
+        log.contains("corrupt zstd frame"),
+        "the feeder says what failed: {log:?}"
+    );
+}
+
+/// Offset, in a streamed archive, of the first byte after the stored frame holding the tar
+/// header of the pages image: the start of the frames of its data.
+fn pages_data_frames(archive: &[u8]) -> usize {
+    let needle = b"checkpoint/pages-";
+    let at = archive
+        .windows(needle.len())
+        .position(|w| w == needle)
+        .expect("a streamed archive stores the pages image's tar header uncompressed");
+    at + 512
+}
+
+#[test]
+fn damaged_pages_in_a_streamed_archive_never_run_with_wrong_memory() {
+    let s = Store::with_image();
+    counter_at_ten(&s, "c1");
+    let good = file_in(&s, "good.tar.zst");
+    s.ok(&["checkpoint", "-R", "-e", &good, "c1"]);
+    let mut bytes = std::fs::read(&good).unwrap();
+    // A byte in the middle of the first compressed frame of the memory pages.
+    let at = pages_data_frames(&bytes) + 200;
+    bytes[at] ^= 0x5a;
+
+    // Pages copied out of the archive: the restore fails as a whole and leaves nothing.
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1000000000000"));
+    refused(&s, "damaged pages", &bytes, &["-n", "x"], &["archive"]);
+
+    // Pages served lazily: either the restore fails up front (the damage is in the pages CRIU
+    // restores first) or the feeder finds it and the container's processes are killed; never
+    // a container running on with memory it did not have.
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1"));
+    let path = s.path().join("damaged-lazy.tar.zst");
+    std::fs::write(&path, &bytes).unwrap();
+    let out = s.stasis(&["restore", "--import", path.to_str().unwrap(), "-n", "y"]);
+    if out.status.success() {
+        poll(
+            "the damaged container to be stopped",
+            Duration::from_secs(20),
+            || (s.ps_entry("y")["State"] != "running").then_some(()),
+        );
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let log = std::fs::read_to_string(userdata(&s, &id).join("serve-pages.log")).unwrap();
+        assert!(
+            log.contains("frame"),
+            "the feeder says what failed: {log:?}"
+        );
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("archive"), "{err}");
+        assert!(s.ps_json().iter().all(|c| c["Names"][0] != "y"));
+    }
 }

@@ -410,6 +410,7 @@ impl Engine {
                 &images,
                 &plan,
                 &bundle.join("serve-pages.log"),
+                &crate::container::start::cgroups_path(c),
             )?;
             let d = criu::spawn_lazy_pages(
                 &images,

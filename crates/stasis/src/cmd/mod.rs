@@ -25,8 +25,14 @@ pub fn run(cli: Cli) -> Result<u8> {
         // The page feeder needs no store: it must not take the engine's locks.
         Top::Container(crate::cli::ContainerCmd::ServePages(a))
         | Top::Ctr(crate::cli::ContainerCmd::ServePages(a)) => {
-            stasis_engine::pagestream::serve_pages(a.archive_fd, a.socket_fd, &a.images, &a.plan)
-                .map_err(anyhow::Error::msg)?;
+            stasis_engine::pagestream::serve_pages(
+                a.archive_fd,
+                a.socket_fd,
+                &a.images,
+                &a.plan,
+                a.kill_cgroup.as_deref(),
+            )
+            .map_err(anyhow::Error::msg)?;
             Ok(0)
         }
         Top::Container(c) | Top::Ctr(c) => container::run(&open()?, c),
