@@ -49,12 +49,22 @@ impl Engine {
     /// Releases everything a started container holds. Returns the errors met on the way.
     pub(crate) fn teardown(&self, c: &ContainerRecord) -> Vec<String> {
         let mut errors = Vec::new();
-        if let Err(e) = self.runc.delete(&c.id, true) {
-            errors.push(e.to_string());
-        }
-        if let Err(e) = self.network_teardown(c) {
-            errors.push(format!("network teardown: {e}"));
-        }
+        // runc's state and the network are independent: released side by side (each is a
+        // process of its own, tens of milliseconds).
+        let (deleted, network) = std::thread::scope(|s| {
+            let runc = &self.runc;
+            let id = c.id.as_str();
+            let runc = s.spawn(move || runc.delete(id, true).map_err(|e| e.to_string()));
+            let network = self
+                .network_teardown(c)
+                .map_err(|e| format!("network teardown: {e}"));
+            let deleted = runc
+                .join()
+                .unwrap_or_else(|_| Err("runc delete panicked".to_string()));
+            (deleted, network)
+        });
+        errors.extend(deleted.err());
+        errors.extend(network.err());
         for p in [self.layout.merged(&c.id), self.layout.shm(&c.id)] {
             if let Err(e) = mounts::unmount(&p) {
                 errors.push(e.to_string());

@@ -388,14 +388,15 @@ impl Engine {
     ) -> Result<Option<criu::LazyStart>, EngineError> {
         let bundle = self.layout.bundle(&c.id);
         let images = source.join(names::CHECKPOINT_DIR);
-        let lazy = passing && !opts.keep && lazy_wanted();
+        // (`lazy_wanted` asks CRIU, a process: only once the size makes it worth asking.)
+        let lazy = |size: u64| passing && !opts.keep && size >= lazy_min_pages() && lazy_wanted();
         let failed = |e: std::io::Error| EngineError::msg(format!("restoring {}: {e}", c.name));
         if let Some(ia) = in_archive {
             let file = ia
                 .file
                 .try_clone()
                 .map_err(|e| EngineError::io(&ia.pages.archive, e))?;
-            if !(lazy && ia.pages.total() >= lazy_min_pages()) {
+            if !lazy(ia.pages.total()) {
                 pagestream::materialize(&ia.pages, file, &images)?;
                 return Ok(None);
             }
@@ -422,7 +423,7 @@ impl Engine {
             .map_err(failed)?;
             return Ok(Some(d));
         }
-        if lazy && pages_size(&images) >= lazy_min_pages() {
+        if lazy(pages_size(&images)) {
             // Memory pages are delivered after the process runs again, by CRIU's lazy-pages
             // daemon, which then removes the scratch space it reads from.
             let d =
