@@ -28,6 +28,7 @@ use stasis_archive::ArchiveWriter;
 use stasis_pageserver::{DumpSink, PageSource, Pagemap};
 use stasis_tar::frames::{FrameReader, FrameWriter, RawFrame, SeekTable};
 
+use crate::progress::Progress;
 use crate::EngineError;
 
 /// Uncompressed bytes per zstd frame: big enough for level 1 to lose nothing measurable
@@ -62,6 +63,7 @@ struct ArchiveSink<'a> {
     archive: &'a mut StreamedArchive,
     images: &'a Path,
     current: Option<(String, RawFrame, u64)>,
+    progress: &'a Progress,
 }
 
 impl DumpSink for ArchiveSink<'_> {
@@ -83,6 +85,7 @@ impl DumpSink for ArchiveSink<'_> {
             return Err(io::Error::other("page data outside a pages image"));
         };
         *size += data.len() as u64;
+        self.progress.add(data.len());
         self.archive.sink_mut().write_all(data)
     }
 
@@ -130,11 +133,21 @@ enum Connection {
 
 impl DumpServer {
     /// Listens on 127.0.0.1 (any free port) and serves one dump session on a thread.
-    pub fn listen(archive: StreamedArchive, images: PathBuf) -> Result<Self, EngineError> {
+    pub fn listen(
+        archive: StreamedArchive,
+        images: PathBuf,
+        progress: Progress,
+    ) -> Result<Self, EngineError> {
         let err = |e: io::Error| EngineError::msg(format!("starting the page server: {e}"));
         let listener = TcpListener::bind("127.0.0.1:0").map_err(err)?;
         let addr = listener.local_addr().map_err(err)?;
-        Self::spawn(archive, images, Connection::Listener(listener), Some(addr))
+        Self::spawn(
+            archive,
+            images,
+            Connection::Listener(listener),
+            Some(addr),
+            progress,
+        )
     }
 
     /// Serves one dump session arriving on `sock` (whose other end CRIU inherits).
@@ -142,8 +155,9 @@ impl DumpServer {
         archive: StreamedArchive,
         images: PathBuf,
         sock: UnixStream,
+        progress: Progress,
     ) -> Result<Self, EngineError> {
-        Self::spawn(archive, images, Connection::Socket(sock), None)
+        Self::spawn(archive, images, Connection::Socket(sock), None, progress)
     }
 
     fn spawn(
@@ -151,6 +165,7 @@ impl DumpServer {
         images: PathBuf,
         conn: Connection,
         addr: Option<SocketAddr>,
+        progress: Progress,
     ) -> Result<Self, EngineError> {
         let handle = std::thread::Builder::new()
             .name("stasis-pages".into())
@@ -160,6 +175,7 @@ impl DumpServer {
                         archive: &mut archive,
                         images: &images,
                         current: None,
+                        progress: &progress,
                     };
                     match conn {
                         Connection::Listener(l) => {
@@ -175,6 +191,7 @@ impl DumpServer {
                     }
                     Ok(())
                 })();
+                progress.finish();
                 served.map(|()| archive)
             })
             .map_err(|e| EngineError::msg(format!("starting the page server: {e}")))?;

@@ -46,7 +46,8 @@ impl Progress {
         Progress(None)
     }
 
-    fn add(&self, n: usize) {
+    /// Counts `n` more bytes done.
+    pub fn add(&self, n: usize) {
         if let Some(b) = &self.0 {
             b.inc(n as u64);
         }

@@ -158,6 +158,11 @@ impl Engine {
         if let Some(path) = self.stream_target(&c, &opts) {
             std::fs::create_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
             let (archive, tmp) = self.start_streamed_export(&c, &path)?;
+            let progress = crate::progress::Progress::new(
+                opts.progress,
+                &format!("exporting {} (memory)", c.name),
+                self.container_memory(&c),
+            );
             let started = if self.spec_names_criu_config(&c)
                 && std::env::var("STASIS_PAGE_SERVER").map_or(true, |v| v != "tcp")
             {
@@ -172,10 +177,10 @@ impl Engine {
                     std::fs::write(&criu_conf, pagestream::criu_socket_config(fd))
                         .map_err(|e| EngineError::io(&criu_conf, e))?;
                     criu_end = Some(theirs);
-                    DumpServer::on_socket(archive, images.clone(), ours)
+                    DumpServer::on_socket(archive, images.clone(), ours, progress)
                 })()
             } else {
-                DumpServer::listen(archive, images.clone())
+                DumpServer::listen(archive, images.clone(), progress)
             };
             match started {
                 Ok(s) => {
