@@ -256,13 +256,19 @@ impl Engine {
 
         crate::progress::mark("checkpoint: archive written");
         if !opts.leave_running {
-            // The dump killed the process; let conmon record the exit, then release runtime
-            // resources and mark the container checkpointed.
-            self.wait_exit_file(&c.id, Duration::from_secs(10));
+            // The dump killed the process; let conmon record the exit and mark the container
+            // checkpointed. Its runtime resources (runc's state, network, mounts) are released
+            // by conmon's exit command (`container cleanup`, waiting for our lock), or by
+            // whichever command looks at the container first (`refresh` finds the exit file):
+            // the checkpoint does not wait for that, as Podman leaves ordinary exits to its
+            // cleanup command.
+            let exited = self.wait_exit_file(&c.id, Duration::from_secs(10));
             c.checkpointed = true;
             c.checkpointed_at = Some(crate::container::create::now());
             db::update(self.conn(), &c)?;
-            c = self.finish(c, Some(137))?;
+            if !exited {
+                c = self.finish(c, Some(137))?;
+            }
         } else {
             c.checkpointed_at = Some(crate::container::create::now());
             db::update(self.conn(), &c)?;
