@@ -54,6 +54,19 @@ pub fn stream_level() -> i32 {
         .unwrap_or(STREAM_LEVEL)
 }
 
+/// Frames a streamed export lets be in flight: CRIU sends pages in bursts of up to 4 MiB
+/// while the workers compress, and a deeper queue keeps both cores busy (16 MiB of frames,
+/// as much again for their compressed copies). `STASIS_FRAMES_IN_FLIGHT` overrides it.
+pub const FRAMES_IN_FLIGHT: usize = 16;
+
+/// [`FRAMES_IN_FLIGHT`] unless `STASIS_FRAMES_IN_FLIGHT` says otherwise.
+pub fn frames_in_flight() -> usize {
+    std::env::var("STASIS_FRAMES_IN_FLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FRAMES_IN_FLIGHT)
+}
+
 /// The archive being written by a streamed export.
 pub type StreamedArchive = ArchiveWriter<FrameWriter<File>>;
 
@@ -215,6 +228,32 @@ impl DumpServer {
         self.handle
             .join()
             .unwrap_or_else(|_| Err("the page server thread panicked".into()))
+    }
+}
+
+/// Bytes CRIU may have queued on the page socket (`STASIS_PAGE_SOCKET_BUFFER` overrides it):
+/// the default (208 KiB) makes CRIU wait for our reader every fifth of a megabyte.
+pub const PAGE_SOCKET_BUFFER: usize = 4 << 20;
+
+/// Gives CRIU's end of the page socket a send buffer of [`PAGE_SOCKET_BUFFER`] (as root, past
+/// `net.core.wmem_max`). Best effort: a failure only costs speed.
+pub fn widen_socket(sock: &UnixStream) {
+    let bytes = std::env::var("STASIS_PAGE_SOCKET_BUFFER")
+        .ok()
+        .and_then(|v| v.parse::<libc::c_int>().ok())
+        .unwrap_or(PAGE_SOCKET_BUFFER as libc::c_int);
+    if bytes <= 0 {
+        return;
+    }
+    // SAFETY: setsockopt on a descriptor we own, with a pointer to a c_int of the right size.
+    unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
     }
 }
 

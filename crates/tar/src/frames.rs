@@ -635,6 +635,17 @@ impl<W: Write + Seek + Send + 'static> FrameWriter<W> {
         })
     }
 
+    /// Lets up to `n` frames be in flight (filled, queued, compressing or being
+    /// written) instead of `threads + 2`: more memory (`n` times two frame
+    /// buffers), fewer stalls when the input arrives in bursts, as from CRIU.
+    /// Without worker threads there is one buffer whatever `n`.
+    pub fn with_buffers(mut self, n: usize) -> Self {
+        if matches!(self.engine, Engine::Pool(_)) {
+            self.cap = self.cap.max(n);
+        }
+        self
+    }
+
     /// Uncompressed bytes accepted so far: the offset of the next byte in the
     /// decompressed stream.
     pub fn position(&self) -> u64 {

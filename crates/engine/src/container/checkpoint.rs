@@ -172,6 +172,7 @@ impl Engine {
                     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
                         .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
                     let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+                    pagestream::widen_socket(&theirs);
                     pagestream::set_inheritable(fd)
                         .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
                     std::fs::write(&criu_conf, pagestream::criu_socket_config(fd))
@@ -365,7 +366,8 @@ impl Engine {
                 threads,
                 pagestream::FRAME_SIZE,
             )
-            .map_err(|e| EngineError::msg(e.to_string()))?;
+            .map_err(|e| EngineError::msg(e.to_string()))?
+            .with_buffers(pagestream::frames_in_flight());
             let label = path.display().to_string();
             let mut a = stasis_archive::ArchiveWriter::with_sink(fw, &label, &config, &spec)
                 .map_err(|e| EngineError::msg(e.to_string()))?;
