@@ -102,6 +102,17 @@ impl DumpSink for ArchiveSink<'_> {
         self.archive.sink_mut().write_all(data)
     }
 
+    fn pages_from(&mut self, r: &mut dyn io::Read, len: u64, _buf: &mut [u8]) -> io::Result<()> {
+        let Some((_, _, size)) = &mut self.current else {
+            return Err(io::Error::other("page data outside a pages image"));
+        };
+        *size += len;
+        self.progress
+            .add(usize::try_from(len).unwrap_or(usize::MAX));
+        // Straight from the socket into the frames being compressed.
+        self.archive.sink_mut().fill_from(r, len)
+    }
+
     fn end_pages(&mut self, pagemap_name: &str, pagemap: &[u8]) -> io::Result<()> {
         let Some((entry, frame, size)) = self.current.take() else {
             return Err(io::Error::other("pagemap without a pages image"));

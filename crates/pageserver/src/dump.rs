@@ -32,6 +32,19 @@ pub trait DumpSink {
     fn begin_pages(&mut self, pages_name: &str) -> io::Result<()>;
     /// Page data for the current pages file, in order; slices of any length.
     fn pages(&mut self, data: &[u8]) -> io::Result<()>;
+    /// Page data for the current pages file: exactly `len` bytes to read from `r` (the
+    /// socket). The default reads them through `buf` and hands them to [`DumpSink::pages`]; a
+    /// sink with buffers of its own reads straight into them, one copy fewer.
+    fn pages_from(&mut self, r: &mut dyn Read, len: u64, buf: &mut [u8]) -> io::Result<()> {
+        let mut left = len;
+        while left > 0 {
+            let n = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+            r.read_exact(&mut buf[..n])?;
+            self.pages(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
+    }
     /// The pagemap of the pages file that just ended (next `PS_IOV_OPEN2` or the close): its file
     /// name (`pagemap-1.img`) and its bytes.
     fn end_pages(&mut self, pagemap_name: &str, pagemap: &[u8]) -> io::Result<()>;
@@ -154,9 +167,7 @@ pub fn serve_dump(sock: impl Read + Write, sink: &mut impl DumpSink) -> Result<D
                 cur.info.entries += 1;
                 if flags & PE_PRESENT != 0 {
                     let name = &cur.info.pages_name;
-                    wire.read_data(len, |data| {
-                        sink.pages(data).map_err(sink_err("pages", name))
-                    })?;
+                    wire.read_data_into(len, sink, name)?;
                     cur.info.present_pages += iov.nr_pages;
                     summary.page_bytes += len;
                 }

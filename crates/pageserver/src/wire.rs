@@ -4,6 +4,7 @@
 
 use std::io::{self, Read, Write};
 
+use crate::dump::DumpSink;
 use crate::error::{Error, Result};
 use crate::proto::{PsIov, IOV_SIZE};
 
@@ -62,21 +63,40 @@ impl<S: Read + Write> Wire<S> {
         Ok(Some(PsIov::decode(&h)))
     }
 
-    /// Hands `len` bytes of page data to `f`, in slices of the buffer.
-    pub(crate) fn read_data(
+    /// `len` bytes of page data for `sink`: what is already buffered as a slice, the rest
+    /// read by the sink itself from the socket ([`DumpSink::pages_from`]).
+    pub(crate) fn read_data_into(
         &mut self,
-        mut len: u64,
-        mut f: impl FnMut(&[u8]) -> Result<()>,
+        len: u64,
+        sink: &mut impl DumpSink,
+        name: &str,
     ) -> Result<()> {
-        while len > 0 {
-            if self.start == self.end && self.fill()? == 0 {
-                return Err(Error::Truncated("page data"));
+        let sink_err = |op: &'static str| {
+            move |source: io::Error| Error::Sink {
+                op,
+                name: name.to_string(),
+                source,
             }
-            let avail = self.end - self.start;
-            let take = usize::try_from(len).map_or(avail, |l| l.min(avail));
-            f(&self.buf[self.start..self.start + take])?;
-            self.start += take;
-            len -= take as u64;
+        };
+        let buffered =
+            usize::try_from(len).map_or(self.end - self.start, |l| l.min(self.end - self.start));
+        if buffered > 0 {
+            sink.pages(&self.buf[self.start..self.start + buffered])
+                .map_err(sink_err("pages"))?;
+            self.start += buffered;
+        }
+        let rest = len - buffered as u64;
+        if rest > 0 {
+            sink.pages_from(&mut self.sock, rest, &mut self.buf)
+                .map_err(|e| {
+                    if e.kind() == io::ErrorKind::UnexpectedEof {
+                        Error::Truncated("page data")
+                    } else {
+                        sink_err("pages")(e)
+                    }
+                })?;
+            self.start = 0;
+            self.end = 0;
         }
         Ok(())
     }
