@@ -24,6 +24,26 @@ pub fn parse_version(text: &str) -> Option<u32> {
     Some(major * 10000 + minor * 100 + sub)
 }
 
+/// The CRIU configuration file runc hands CRIU for one dump or restore of ours (runc names
+/// it from the container's `org.criu.config` annotation):
+/// * `network-lock skip` unless TCP connections travel (`tcp_established`). CRIU's default
+///   locks the network namespace with iptables around a dump and a restore, so that no packet
+///   changes the state of the connections it saves or recreates; without established
+///   connections there is nothing to protect, and the lock costs a process and about 50 ms on
+///   each side.
+/// * `page-server` and `ps-socket FD` for a dump that sends its pages to us over the socket
+///   `FD` it inherits.
+pub fn config_file(tcp_established: bool, ps_socket: Option<std::os::fd::RawFd>) -> String {
+    let mut conf = String::new();
+    if !tcp_established && std::env::var_os("STASIS_CRIU_NETWORK_LOCK").is_none() {
+        conf.push_str("network-lock skip\n");
+    }
+    if let Some(fd) = ps_socket {
+        conf.push_str(&format!("page-server\nps-socket {fd}\n"));
+    }
+    conf
+}
+
 /// Whether the kernel lets CRIU track dirty memory (needed for pre-dumps).
 pub fn memory_tracking() -> bool {
     Command::new("criu")
@@ -198,6 +218,17 @@ pub fn log_errors(log: &Path, max: usize) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn config_files() {
+        assert_eq!(config_file(false, None), "network-lock skip\n");
+        assert_eq!(config_file(true, None), "");
+        assert_eq!(config_file(true, Some(7)), "page-server\nps-socket 7\n");
+        assert_eq!(
+            config_file(false, Some(7)),
+            "network-lock skip\npage-server\nps-socket 7\n"
+        );
+    }
 
     #[test]
     fn versions() {

@@ -268,11 +268,6 @@ pub fn widen_socket(sock: &UnixStream) {
     }
 }
 
-/// The CRIU configuration that makes a dump send its pages over the inherited socket `fd`.
-pub fn criu_socket_config(fd: RawFd) -> String {
-    format!("page-server\nps-socket {fd}\n")
-}
-
 /// Lets children spawned from now on inherit `fd` (clears close-on-exec in this process).
 pub fn set_inheritable(fd: RawFd) -> io::Result<()> {
     inherit(fd)

@@ -153,8 +153,10 @@ impl Engine {
         // (see `pagestream`): the archive is started now, its head first.
         let mut server = None;
         let mut criu_end = None;
+        let mut ps_socket = None;
         let criu_conf = self.criu_config_path(&c.id);
         let _ = std::fs::remove_file(&criu_conf);
+        let own_config = self.spec_names_criu_config(&c);
         if let Some(path) = self.stream_target(&c, &opts) {
             std::fs::create_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
             let (archive, tmp) = self.start_streamed_export(&c, &path)?;
@@ -163,26 +165,24 @@ impl Engine {
                 &format!("exporting {} (memory)", c.name),
                 self.container_memory(&c),
             );
-            let started = if self.spec_names_criu_config(&c)
-                && std::env::var("STASIS_PAGE_SERVER").map_or(true, |v| v != "tcp")
-            {
-                // An AF_UNIX socket CRIU inherits through runc, named in the configuration
-                // file runc hands CRIU.
-                (|| {
-                    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-                        .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
-                    let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
-                    pagestream::widen_socket(&theirs);
-                    pagestream::set_inheritable(fd)
-                        .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
-                    std::fs::write(&criu_conf, pagestream::criu_socket_config(fd))
-                        .map_err(|e| EngineError::io(&criu_conf, e))?;
-                    criu_end = Some(theirs);
-                    DumpServer::on_socket(archive, images.clone(), ours, progress)
-                })()
-            } else {
-                DumpServer::listen(archive, images.clone(), progress)
-            };
+            let started =
+                if own_config && std::env::var("STASIS_PAGE_SERVER").map_or(true, |v| v != "tcp") {
+                    // An AF_UNIX socket CRIU inherits through runc, named in the configuration
+                    // file runc hands CRIU.
+                    (|| {
+                        let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+                            .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
+                        let fd = std::os::fd::AsRawFd::as_raw_fd(&theirs);
+                        pagestream::widen_socket(&theirs);
+                        pagestream::set_inheritable(fd)
+                            .map_err(|e| EngineError::msg(format!("page server socket: {e}")))?;
+                        ps_socket = Some(fd);
+                        criu_end = Some(theirs);
+                        DumpServer::on_socket(archive, images.clone(), ours, progress)
+                    })()
+                } else {
+                    DumpServer::listen(archive, images.clone(), progress)
+                };
             match started {
                 Ok(s) => {
                     opts.criu.page_server = s.address();
@@ -196,6 +196,15 @@ impl Engine {
             }
         }
 
+        if own_config {
+            let conf = criu::config_file(opts.criu.tcp_established, ps_socket);
+            if let Err(e) = std::fs::write(&criu_conf, conf) {
+                if let Some((_, tmp, _)) = &server {
+                    let _ = std::fs::remove_file(tmp);
+                }
+                return Err(EngineError::io(&criu_conf, e));
+            }
+        }
         crate::progress::mark("checkpoint: archive head written, starting runc");
         let started = Instant::now();
         let dumped = self

@@ -287,8 +287,14 @@ impl Engine {
             };
             self.relocate_spec(&c, &mut spec)?;
             self.write_spec(&c.id, &spec)?;
-            // A checkpoint that died mid-way may have left its CRIU configuration behind.
-            let _ = std::fs::remove_file(self.criu_config_path(&c.id));
+            // Our CRIU configuration for this restore (it replaces whatever a checkpoint that
+            // died mid-way left behind); removed once runc is done.
+            let criu_conf = self.criu_config_path(&c.id);
+            std::fs::write(
+                &criu_conf,
+                criu::config_file(opts.criu.tcp_established, None),
+            )
+            .map_err(|e| EngineError::io(&criu_conf, e))?;
             let _ = std::fs::remove_file(bundle.join("restore.log"));
             let _ = std::fs::remove_file(bundle.join(names::STATS_RESTORE));
             let mut runtime_opts = Vec::new();
@@ -310,7 +316,9 @@ impl Engine {
             }
             crate::progress::mark("restore: pages ready, starting conmon/runc");
             let started = Instant::now();
-            let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts))?;
+            let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts));
+            let _ = std::fs::remove_file(&criu_conf);
+            let pid = pid?;
             Ok::<_, EngineError>((pid, started.elapsed()))
         })();
         let (pid, runtime_duration) = match run {
