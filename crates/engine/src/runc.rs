@@ -199,7 +199,118 @@ impl Runc {
             ps = format!("--page-server={addr}");
             args.push(&ps);
         }
-        self.run("checkpoint", id, &args).map(drop)
+        // CRIU freezes the cgroup itself but, when its first look finds the freezer still
+        // FREEZING (the usual case), it sleeps 100 ms before looking again. Frozen here first
+        // (about a millisecond), CRIU finds it FROZEN and goes straight on; it thaws the cgroup
+        // itself once it has seized the tasks.
+        let frozen = Freezer::of(&self.root, id).filter(|f| f.freeze());
+        let res = self.run("checkpoint", id, &args).map(drop);
+        if let Some(f) = frozen {
+            if res.is_err() || leave_running {
+                // Never leave a container frozen that was running before.
+                f.thaw();
+            }
+        }
+        res
+    }
+}
+
+/// A container's cgroup freezer, at the path runc recorded in its state (`cgroup_paths`): the
+/// one runc hands to CRIU.
+#[derive(Debug)]
+struct Freezer {
+    dir: PathBuf,
+    /// cgroup v2 (`cgroup.freeze`/`cgroup.events`) rather than v1 (`freezer.state`).
+    v2: bool,
+}
+
+impl Freezer {
+    fn of(runc_root: &Path, id: &str) -> Option<Freezer> {
+        #[derive(serde::Deserialize)]
+        struct State {
+            #[serde(default)]
+            cgroup_paths: std::collections::HashMap<String, PathBuf>,
+        }
+        let bytes = std::fs::read(runc_root.join(id).join("state.json")).ok()?;
+        let st: State = serde_json::from_slice(&bytes).ok()?;
+        if let Some(dir) = st.cgroup_paths.get("freezer") {
+            if dir.join("freezer.state").exists() {
+                return Some(Freezer {
+                    dir: dir.clone(),
+                    v2: false,
+                });
+            }
+        }
+        let dir = st.cgroup_paths.get("")?;
+        dir.join("cgroup.freeze").exists().then(|| Freezer {
+            dir: dir.clone(),
+            v2: true,
+        })
+    }
+
+    /// `Some(true)` frozen, `Some(false)` thawed, `None` in transition or unreadable.
+    fn state(&self) -> Option<bool> {
+        if self.v2 {
+            let want = std::fs::read_to_string(self.dir.join("cgroup.freeze")).ok()?;
+            let events = std::fs::read_to_string(self.dir.join("cgroup.events")).ok()?;
+            let frozen = events.lines().any(|l| l.trim() == "frozen 1");
+            match (want.trim(), frozen) {
+                ("1", true) => Some(true),
+                ("0", false) => Some(false),
+                _ => None,
+            }
+        } else {
+            match std::fs::read_to_string(self.dir.join("freezer.state"))
+                .ok()?
+                .trim()
+            {
+                "FROZEN" => Some(true),
+                "THAWED" => Some(false),
+                _ => None,
+            }
+        }
+    }
+
+    fn write(&self, freeze: bool) -> bool {
+        let (file, value) = match (self.v2, freeze) {
+            (true, f) => ("cgroup.freeze", if f { "1" } else { "0" }),
+            (false, true) => ("freezer.state", "FROZEN"),
+            (false, false) => ("freezer.state", "THAWED"),
+        };
+        std::fs::write(self.dir.join(file), value).is_ok()
+    }
+
+    /// Freezes a running (thawed) cgroup and waits until it is frozen: true when it is. A
+    /// cgroup that is not thawed (paused by someone) is left alone; one that does not freeze
+    /// within a second is thawed again (CRIU then freezes it the slow way).
+    fn freeze(&self) -> bool {
+        if self.state() != Some(false) || !self.write(true) {
+            return false;
+        }
+        let start = std::time::Instant::now();
+        let mut nap = std::time::Duration::from_micros(100);
+        for i in 0u32.. {
+            if self.state() == Some(true) {
+                return true;
+            }
+            if start.elapsed() > std::time::Duration::from_secs(1) {
+                break;
+            }
+            // v1 freezing can stall while tasks fork: asking again helps (runc does the same).
+            if i % 8 == 7 {
+                self.write(true);
+            }
+            std::thread::sleep(nap);
+            nap = (nap * 2).min(std::time::Duration::from_millis(5));
+        }
+        self.thaw();
+        false
+    }
+
+    fn thaw(&self) {
+        if self.dir.exists() {
+            self.write(false);
+        }
     }
 }
 
