@@ -919,6 +919,26 @@ fn streamed_export_is_a_seekable_tar_zst_and_restores_eagerly_and_lazily_from_it
         },
     );
     let sum = memory_sum(&s, "m1");
+    // The loopback TCP page server (containers whose spec names no CRIU configuration file),
+    // leaving m1 running.
+    let tcp = s.path().join("tcp.tar.zst");
+    let tcp = tcp.to_string_lossy().into_owned();
+    s.set_env("STASIS_PAGE_SERVER", Some("tcp"));
+    s.ok(&["container", "checkpoint", "-R", "--export", &tcp, "m1"]);
+    s.set_env("STASIS_PAGE_SERVER", None);
+    s.set_env("STASIS_LAZY_MIN_PAGES", Some("1"));
+    s.ok(&[
+        "container",
+        "restore",
+        "--import",
+        &tcp,
+        "--name",
+        "via-tcp",
+    ]);
+    assert_eq!(memory_sum(&s, "via-tcp"), sum, "memory sent over TCP");
+    s.ok(&["rm", "-f", "via-tcp"]);
+    s.set_env("STASIS_LAZY_MIN_PAGES", None);
+
     let archive = s.path().join("m1.tar.zst");
     let a = archive.to_string_lossy().into_owned();
     s.ok(&["container", "checkpoint", "--export", &a, "m1"]);
