@@ -26,16 +26,16 @@ pub fn parse_version(text: &str) -> Option<u32> {
 
 /// The CRIU configuration file runc hands CRIU for one dump or restore of ours (runc names
 /// it from the container's `org.criu.config` annotation):
-/// * `network-lock skip` unless TCP connections travel (`tcp_established`). CRIU's default
-///   locks the network namespace with iptables around a dump and a restore, so that no packet
-///   changes the state of the connections it saves or recreates; without established
-///   connections there is nothing to protect, and the lock costs a process and about 50 ms on
-///   each side.
+/// * `network-lock skip` for a restore without TCP connections (`skip_network_lock`). CRIU's
+///   default locks the network namespace with iptables while it recreates connections; without
+///   established ones there is nothing to protect, and the lock costs a process and about
+///   50 ms. Dumps keep the lock: CRIU records the dump's method in the images and a restore
+///   elsewhere (Podman's, into a shared pod namespace) then never lifts its own lock.
 /// * `page-server` and `ps-socket FD` for a dump that sends its pages to us over the socket
 ///   `FD` it inherits.
-pub fn config_file(tcp_established: bool, ps_socket: Option<std::os::fd::RawFd>) -> String {
+pub fn config_file(skip_network_lock: bool, ps_socket: Option<std::os::fd::RawFd>) -> String {
     let mut conf = String::new();
-    if !tcp_established && std::env::var_os("STASIS_CRIU_NETWORK_LOCK").is_none() {
+    if skip_network_lock && std::env::var_os("STASIS_CRIU_NETWORK_LOCK").is_none() {
         conf.push_str("network-lock skip\n");
     }
     if let Some(fd) = ps_socket {

@@ -196,8 +196,9 @@ impl Engine {
             }
         }
 
-        if own_config {
-            let conf = criu::config_file(opts.criu.tcp_established, ps_socket);
+        // The dump keeps CRIU's network lock (see `criu::config_file`).
+        let conf = criu::config_file(false, ps_socket);
+        if own_config && !conf.is_empty() {
             if let Err(e) = std::fs::write(&criu_conf, conf) {
                 if let Some((_, tmp, _)) = &server {
                     let _ = std::fs::remove_file(tmp);

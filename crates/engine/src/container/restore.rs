@@ -292,7 +292,7 @@ impl Engine {
             let criu_conf = self.criu_config_path(&c.id);
             std::fs::write(
                 &criu_conf,
-                criu::config_file(opts.criu.tcp_established, None),
+                criu::config_file(!opts.criu.tcp_established, None),
             )
             .map_err(|e| EngineError::io(&criu_conf, e))?;
             let _ = std::fs::remove_file(bundle.join("restore.log"));
