@@ -182,6 +182,23 @@ impl Runc {
         leave_running: bool,
         opts: &CriuOpts,
     ) -> Result<(), RuncError> {
+        let none: Option<fn()> = None;
+        self.checkpoint_beside(id, image_path, work_path, leave_running, opts, none)
+            .result
+    }
+
+    /// [`Runc::checkpoint`], running `beside` in a thread of its own while CRIU dumps, when
+    /// the dump is to kill the container and nothing in it can notice: its cgroup is frozen
+    /// and none of its processes holds an inet socket.
+    pub fn checkpoint_beside<R: Send>(
+        &self,
+        id: &str,
+        image_path: &Path,
+        work_path: &Path,
+        leave_running: bool,
+        opts: &CriuOpts,
+        beside: Option<impl FnOnce() -> R + Send>,
+    ) -> Checkpointed<R> {
         let image = format!("--image-path={}", image_path.display());
         let work = format!("--work-path={}", work_path.display());
         let mut args = vec![image.as_str(), work.as_str()];
@@ -203,20 +220,239 @@ impl Runc {
         // FREEZING (the usual case), it sleeps 100 ms before looking again. Frozen here first
         // (about a millisecond), CRIU finds it FROZEN and goes straight on; it thaws the cgroup
         // itself once it has seized the tasks.
-        let frozen = Freezer::of(&self.root, id).filter(|f| f.freeze());
-        let res = self.run("checkpoint", id, &args).map(drop);
+        let st = StateFile::read(&self.root, id);
+        let frozen = st
+            .as_ref()
+            .and_then(StateFile::freezer)
+            .filter(Freezer::freeze);
+        // Frozen, and holding no inet socket, the container cannot tell its network going.
+        let beside = beside.filter(|_| {
+            !leave_running
+                && !opts.tcp_established
+                && frozen.as_ref().is_some_and(|f| !holds_inet_sockets(&f.dir))
+        });
+        let started = std::time::Instant::now();
+        let (result, runtime, beside) = std::thread::scope(|s| {
+            let beside = beside.map(|f| s.spawn(f));
+            let result = self.run("checkpoint", id, &args).map(drop);
+            let runtime = started.elapsed();
+            (result, runtime, beside.and_then(|h| h.join().ok()))
+        });
         if let Some(f) = frozen {
-            if res.is_err() || leave_running {
+            if result.is_err() || leave_running {
                 // Never leave a container frozen that was running before.
                 f.thaw();
             }
         }
-        res
+        Checkpointed {
+            result,
+            runtime,
+            beside,
+        }
     }
 }
 
-/// A container's cgroup freezer, at the path runc recorded in its state (`cgroup_paths`): the
-/// one runc hands to CRIU.
+/// What [`Runc::checkpoint_beside`] did.
+#[derive(Debug)]
+pub struct Checkpointed<R> {
+    /// runc's result.
+    pub result: Result<(), RuncError>,
+    /// How long runc ran (the freeze before it included).
+    pub runtime: std::time::Duration,
+    /// What the work done beside the dump returned, if it ran.
+    pub beside: Option<R>,
+}
+
+/// What runc recorded of a running container (its `state.json`) that we use.
+#[derive(Debug, serde::Deserialize)]
+struct StateFile {
+    #[serde(default)]
+    cgroup_paths: std::collections::HashMap<String, PathBuf>,
+}
+
+impl StateFile {
+    fn read(runc_root: &Path, id: &str) -> Option<StateFile> {
+        let bytes = std::fs::read(runc_root.join(id).join("state.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// The container's cgroup freezer: the one runc hands to CRIU.
+    fn freezer(&self) -> Option<Freezer> {
+        if let Some(dir) = self.cgroup_paths.get("freezer") {
+            if dir.join("freezer.state").exists() {
+                return Some(Freezer {
+                    dir: dir.clone(),
+                    v2: false,
+                });
+            }
+        }
+        let dir = self.cgroup_paths.get("")?;
+        dir.join("cgroup.freeze").exists().then(|| Freezer {
+            dir: dir.clone(),
+            v2: true,
+        })
+    }
+}
+
+/// The environment variable naming an extra CRIU configuration file (read when CRIU starts,
+/// before the one runc names from the `org.criu.config` annotation). runc passes its
+/// environment on to CRIU, and conmon its own to runc.
+const CRIU_CONFIG_FILE: &str = "CRIU_CONFIG_FILE";
+
+/// A restore's wait for its container's network, set up meanwhile: CRIU runs an action
+/// script of ours (`CRIU_CONFIG_FILE`, through conmon's and runc's environment) that, on
+/// `setup-namespaces` (the root task exists, nothing of the container is restored yet) and
+/// on `pre-resume`, reads a line from a FIFO: `ok` goes on, anything else (or end of file:
+/// stasis died) fails the restore. We hold the FIFO open for writing meanwhile.
+#[derive(Debug)]
+pub struct RestoreGate {
+    fifo: PathBuf,
+    conf: PathBuf,
+    writer: std::fs::File,
+}
+
+/// The environment variable naming a restore's gate FIFO, for the action script.
+const GATE_VAR: &str = "STASIS_NETWORK_GATE";
+
+impl RestoreGate {
+    /// A gate in directory `dir`; `None` when the script or FIFO cannot be made, or when the
+    /// caller's environment names a CRIU configuration file already (ours would replace it).
+    pub fn new(dir: &Path, runc_root: &Path) -> Option<RestoreGate> {
+        if std::env::var_os(CRIU_CONFIG_FILE).is_some() {
+            return None;
+        }
+        let criu_dir = runc_root.parent().unwrap_or(runc_root).join("criu");
+        let script = criu_dir.join("network-gate");
+        let conf = criu_dir.join("network-gate.conf");
+        let script_body = format!(
+            "#!/bin/sh\n# written by stasis: a restore waits here until its network is set up\n\
+             case \"$CRTOOLS_SCRIPT_ACTION\" in\n\
+             setup-namespaces|pre-resume)\n\
+             \t[ -n \"${GATE_VAR}\" ] || exit 0\n\
+             \tread -r state < \"${GATE_VAR}\" || exit 1\n\
+             \t[ \"$state\" = ok ] ;;\n\
+             esac\n"
+        );
+        let conf_body = format!(
+            "# written by stasis for restores that wait for their network\naction-script {}\n",
+            script.display()
+        );
+        write_once(&criu_dir, &script, &script_body, 0o755)?;
+        write_once(&criu_dir, &conf, &conf_body, 0o644)?;
+        let fifo = dir.join("network.gate");
+        let _ = std::fs::remove_file(&fifo);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).ok()?;
+        // Read and write: opening does not wait for a reader, and the script's read sees
+        // end of file only once this (close-on-exec) descriptor is gone.
+        let writer = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&fifo)
+            .ok();
+        let Some(writer) = writer else {
+            let _ = std::fs::remove_file(&fifo);
+            return None;
+        };
+        Some(RestoreGate { fifo, conf, writer })
+    }
+
+    /// The environment that makes CRIU wait at this gate.
+    pub fn env(&self) -> [(String, String); 2] {
+        [
+            (
+                CRIU_CONFIG_FILE.into(),
+                self.conf.to_string_lossy().into_owned(),
+            ),
+            (GATE_VAR.into(), self.fifo.to_string_lossy().into_owned()),
+        ]
+    }
+
+    /// Lets the restore go on (`ok`) or fail, at both stops.
+    pub fn open(&self, ok: bool) {
+        use std::io::Write;
+        let line = if ok { "ok\nok\n" } else { "fail\nfail\n" };
+        let _ = (&self.writer).write_all(line.as_bytes());
+    }
+}
+
+impl Drop for RestoreGate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.fifo);
+    }
+}
+
+/// Writes `path` (mode `mode`) with `body` unless it holds that already; atomically.
+fn write_once(dir: &Path, path: &Path, body: &str, mode: u32) -> Option<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if std::fs::read_to_string(path).is_ok_and(|b| b == body)
+        && std::fs::metadata(path).is_ok_and(|m| m.permissions().mode() & 0o777 == mode)
+    {
+        return Some(());
+    }
+    std::fs::create_dir_all(dir).ok()?;
+    let name = path.file_name()?.to_string_lossy();
+    let tmp = dir.join(format!(".{name}.{}", std::process::id()));
+    let written = std::fs::write(&tmp, body)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return None;
+    }
+    Some(())
+}
+
+/// Whether a process of the (frozen) container in cgroup directory `cgroup` holds an inet
+/// socket: a socket descriptor that is not a unix socket. Unreadable counts as yes. (Its fd
+/// tables, not its network namespace's socket tables: reading /proc/net/tcp walks the host's
+/// whole TCP hash, about 2 ms a read here.)
+fn holds_inet_sockets(cgroup: &Path) -> bool {
+    let Ok(procs) = std::fs::read_to_string(cgroup.join("cgroup.procs")) else {
+        return true;
+    };
+    let mut sockets = std::collections::BTreeSet::new();
+    let mut some_pid = None;
+    for pid in procs.split_whitespace() {
+        some_pid.get_or_insert(pid);
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            return true;
+        };
+        for fd in fds {
+            let Ok(fd) = fd else {
+                return true;
+            };
+            let Ok(target) = std::fs::read_link(fd.path()) else {
+                continue; // closed meanwhile
+            };
+            let target = target.to_string_lossy();
+            if let Some(ino) = target
+                .strip_prefix("socket:[")
+                .and_then(|t| t.strip_suffix(']'))
+            {
+                sockets.insert(ino.to_string());
+            }
+        }
+    }
+    let Some(pid) = some_pid else {
+        return true;
+    };
+    if sockets.is_empty() {
+        return false;
+    }
+    // Unix sockets are harmless: /proc/PID/net/unix lists those of its namespace (inode is
+    // the 7th column).
+    let Ok(unix) = std::fs::read_to_string(format!("/proc/{pid}/net/unix")) else {
+        return true;
+    };
+    let unix: std::collections::BTreeSet<&str> = unix
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(6))
+        .collect();
+    !sockets.iter().all(|s| unix.contains(s.as_str()))
+}
+
+/// A container's cgroup freezer.
 #[derive(Debug)]
 struct Freezer {
     dir: PathBuf,
@@ -225,29 +461,6 @@ struct Freezer {
 }
 
 impl Freezer {
-    fn of(runc_root: &Path, id: &str) -> Option<Freezer> {
-        #[derive(serde::Deserialize)]
-        struct State {
-            #[serde(default)]
-            cgroup_paths: std::collections::HashMap<String, PathBuf>,
-        }
-        let bytes = std::fs::read(runc_root.join(id).join("state.json")).ok()?;
-        let st: State = serde_json::from_slice(&bytes).ok()?;
-        if let Some(dir) = st.cgroup_paths.get("freezer") {
-            if dir.join("freezer.state").exists() {
-                return Some(Freezer {
-                    dir: dir.clone(),
-                    v2: false,
-                });
-            }
-        }
-        let dir = st.cgroup_paths.get("")?;
-        dir.join("cgroup.freeze").exists().then(|| Freezer {
-            dir: dir.clone(),
-            v2: true,
-        })
-    }
-
     /// `Some(true)` frozen, `Some(false)` thawed, `None` in transition or unreadable.
     fn state(&self) -> Option<bool> {
         if self.v2 {
@@ -301,7 +514,7 @@ impl Freezer {
                 self.write(true);
             }
             std::thread::sleep(nap);
-            nap = (nap * 2).min(std::time::Duration::from_millis(5));
+            nap = (nap * 2).min(std::time::Duration::from_millis(1));
         }
         self.thaw();
         false
@@ -317,6 +530,65 @@ impl Freezer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs the gate's action script as CRIU would for `action`; its exit status.
+    fn run_gate_script(gate: &RestoreGate, action: &str) -> std::process::Child {
+        let script = gate.conf.with_file_name("network-gate");
+        let mut cmd = Command::new(&script);
+        cmd.env("CRTOOLS_SCRIPT_ACTION", action);
+        for (k, v) in gate.env() {
+            cmd.env(k, v);
+        }
+        cmd.spawn().unwrap()
+    }
+
+    #[test]
+    fn restore_gate_holds_criu_until_opened() {
+        if std::env::var_os(CRIU_CONFIG_FILE).is_some() {
+            return; // no gate then: the caller's own configuration is left alone
+        }
+        let d = tempfile::tempdir().unwrap();
+        let runc_root = d.path().join("runc");
+        let conf_of = |g: &RestoreGate| std::fs::read_to_string(&g.conf).unwrap();
+
+        // Other actions pass at once; the two stops wait for a line each.
+        let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
+        assert!(conf_of(&gate).contains("action-script "));
+        assert!(run_gate_script(&gate, "post-restore")
+            .wait()
+            .unwrap()
+            .success());
+        let mut waiting = run_gate_script(&gate, "setup-namespaces");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(
+            waiting.try_wait().unwrap().is_none(),
+            "must wait for the network"
+        );
+        gate.open(true);
+        assert!(waiting.wait().unwrap().success());
+        assert!(run_gate_script(&gate, "pre-resume")
+            .wait()
+            .unwrap()
+            .success());
+        drop(gate);
+
+        // A failed setup fails the restore.
+        let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
+        gate.open(false);
+        assert!(!run_gate_script(&gate, "setup-namespaces")
+            .wait()
+            .unwrap()
+            .success());
+
+        // So does the end of the stasis process that holds the gate (end of file).
+        let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
+        let waiting = run_gate_script(&gate, "setup-namespaces");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let fifo = gate.fifo.clone();
+        drop(gate);
+        assert!(!fifo.exists());
+        assert!(!waiting.wait_with_output().unwrap().status.success());
+    }
 
     #[test]
     fn extracts_logfmt_messages() {

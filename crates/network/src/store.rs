@@ -1060,6 +1060,16 @@ impl NetworkStore {
         }
     }
 
+    /// [`NetworkStore::teardown`] when the container holds addresses or published ports here,
+    /// else nothing (no netavark run). Returns whether there was something to tear down.
+    pub fn teardown_if_attached(&self, c: &Attach) -> Result<bool, NetworkError> {
+        if self.leases_of(&c.container_id)?.is_empty() && self.ports_of(&c.container_id)?.is_empty()
+        {
+            return Ok(false);
+        }
+        self.teardown(c).map(|()| true)
+    }
+
     /// Releases the leases and ports of containers not in `alive` (after a crash) and returns
     /// their IDs. Their network namespaces are presumed gone, and their veths with them;
     /// `netavark teardown` is run against a throwaway namespace so that their port forwarding
