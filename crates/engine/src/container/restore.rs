@@ -287,14 +287,14 @@ impl Engine {
             };
             self.relocate_spec(&c, &mut spec)?;
             self.write_spec(&c.id, &spec)?;
-            // Our CRIU configuration for this restore (it replaces whatever a checkpoint that
-            // died mid-way left behind); removed once runc is done.
+            // Our CRIU configuration for this restore, if any (it replaces whatever a
+            // checkpoint that died mid-way left behind); removed once runc is done.
             let criu_conf = self.criu_config_path(&c.id);
-            std::fs::write(
-                &criu_conf,
-                criu::config_file(!opts.criu.tcp_established, None),
-            )
-            .map_err(|e| EngineError::io(&criu_conf, e))?;
+            let _ = std::fs::remove_file(&criu_conf);
+            let conf = criu::config_file(!opts.criu.tcp_established, None);
+            if !conf.is_empty() {
+                std::fs::write(&criu_conf, conf).map_err(|e| EngineError::io(&criu_conf, e))?;
+            }
             let _ = std::fs::remove_file(bundle.join("restore.log"));
             let _ = std::fs::remove_file(bundle.join(names::STATS_RESTORE));
             let mut runtime_opts = Vec::new();
