@@ -187,6 +187,16 @@ impl Runc {
             .result
     }
 
+    /// Freezes a running container until the returned guard is dropped: its files hold still
+    /// while they are archived after a `--leave-running` dump. `None` when it cannot be frozen.
+    pub fn freeze(&self, id: &str) -> Option<Frozen> {
+        StateFile::read(&self.root, id)
+            .as_ref()
+            .and_then(StateFile::freezer)
+            .filter(Freezer::freeze)
+            .map(Frozen)
+    }
+
     /// [`Runc::checkpoint`], running `beside` in a thread of its own while CRIU dumps, when
     /// the dump is to kill the container and nothing in it can notice: its cgroup is frozen
     /// and none of its processes holds an inet socket.
@@ -450,6 +460,16 @@ fn holds_inet_sockets(cgroup: &Path) -> bool {
         .filter_map(|l| l.split_whitespace().nth(6))
         .collect();
     !sockets.iter().all(|s| unix.contains(s.as_str()))
+}
+
+/// A container frozen by [`Runc::freeze`]; thawed when dropped.
+#[derive(Debug)]
+pub struct Frozen(Freezer);
+
+impl Drop for Frozen {
+    fn drop(&mut self) {
+        self.0.thaw();
+    }
 }
 
 /// A container's cgroup freezer.

@@ -244,6 +244,12 @@ impl Engine {
             )));
         }
 
+        // A container left running is frozen again while its files are archived (CRIU thawed
+        // it): the rootfs diff, /dev/shm and volumes are then one consistent view, and no file
+        // changes size under the archiver.
+        let frozen = (opts.leave_running && opts.export.is_some())
+            .then(|| self.runc.freeze(&c.id))
+            .flatten();
         // The shm tmpfs is external to CRIU: save its content beside the images.
         let shm_tar = bundle.join(names::DEVSHM_CHECKPOINT_TAR);
         tar_dir(&self.layout.shm(&c.id), &shm_tar)?;
@@ -256,6 +262,7 @@ impl Engine {
             (Some(target), None) => self.export(&c, &opts, target, &images),
             (None, None) => Ok(()),
         };
+        drop(frozen);
         if export_result.is_err() && tmp_images.is_some() && !opts.leave_running && !was_streamed {
             // The process is gone and the archive failed: keep the images with the container
             // so that `restore NAME` can still bring it back.
