@@ -28,15 +28,17 @@ pub fn parse_version(text: &str) -> Option<u32> {
 /// it from the container's `org.criu.config` annotation):
 /// * `page-server` and `ps-socket FD` for a dump that sends its pages to us over the socket
 ///   `FD` it inherits;
-/// * `network-lock skip`, only for a restore without TCP connections (`may_skip_lock`) and
-///   only when `STASIS_CRIU_NETWORK_LOCK=skip` asks for it. CRIU's default locks the network
-///   namespace with iptables while it recreates connections; skipping it saved about 75 ms on
-///   a small restore, but is off by default: a dump made with `skip` left Podman's restore
-///   into a shared pod namespace locked (CRIU records the dump's method), and one in a few of
-///   our restores of locked dumps failed in a runc notification with `skip`.
-pub fn config_file(may_skip_lock: bool, ps_socket: Option<std::os::fd::RawFd>) -> String {
+/// * `network-lock skip` for a dump that carries no TCP connection out of a network namespace
+///   of its own (`skip_lock`; `STASIS_CRIU_NETWORK_LOCK=keep` keeps the lock always). CRIU's
+///   default locks the namespace with iptables around a dump and a restore, so that no packet
+///   changes the connections it saves or recreates. CRIU records the dump's method in the
+///   images and restores with it whatever the restore is told: the dump decides for both,
+///   and an unlocked dump's restore skips the unlock too (about 50 ms of a small restore).
+///   A pod member's dump keeps the lock: it leaves the pod's shared namespace locked, and
+///   only a restore that locks (Podman's, into its pod) lifts that again.
+pub fn config_file(skip_lock: bool, ps_socket: Option<std::os::fd::RawFd>) -> String {
     let mut conf = String::new();
-    if may_skip_lock && std::env::var("STASIS_CRIU_NETWORK_LOCK").is_ok_and(|v| v == "skip") {
+    if skip_lock && std::env::var("STASIS_CRIU_NETWORK_LOCK").map_or(true, |v| v != "keep") {
         conf.push_str("network-lock skip\n");
     }
     if let Some(fd) = ps_socket {
@@ -223,9 +225,13 @@ mod tests {
     #[test]
     fn config_files() {
         if std::env::var_os("STASIS_CRIU_NETWORK_LOCK").is_none() {
-            assert_eq!(config_file(true, None), "");
-            assert_eq!(config_file(false, None), "");
+            assert_eq!(config_file(true, None), "network-lock skip\n");
+            assert_eq!(
+                config_file(true, Some(7)),
+                "network-lock skip\npage-server\nps-socket 7\n"
+            );
         }
+        assert_eq!(config_file(false, None), "");
         assert_eq!(config_file(false, Some(7)), "page-server\nps-socket 7\n");
     }
 

@@ -3,7 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use stasis_archive::{names, rootfs_diff, ArchiveParts, NetworkStatus};
 use stasis_tar::Compression;
@@ -196,8 +196,10 @@ impl Engine {
             }
         }
 
-        // The dump keeps CRIU's network lock (see `criu::config_file`).
-        let conf = criu::config_file(false, ps_socket);
+        // The dump decides CRIU's network lock for itself and its restores (see
+        // `criu::config_file`): none without TCP connections in a namespace of its own.
+        let pod_netns = c.config.network_mode.starts_with("container:");
+        let conf = criu::config_file(!opts.criu.tcp_established && !pod_netns, ps_socket);
         if own_config && !conf.is_empty() {
             if let Err(e) = std::fs::write(&criu_conf, conf) {
                 if let Some((_, tmp, _)) = &server {
@@ -207,11 +209,10 @@ impl Engine {
             }
         }
         crate::progress::mark("checkpoint: archive head written, starting runc");
-        let started = Instant::now();
-        let dumped = self
-            .runc
-            .checkpoint(&c.id, &images, &bundle, opts.leave_running, &opts.criu);
-        let runtime_duration = started.elapsed();
+        // Without --leave-running, the container's network may go while CRIU dumps (see
+        // `Engine::dump`).
+        let (dumped, runtime_duration) =
+            self.dump(&c, &images, &bundle, opts.leave_running, &opts.criu);
         drop(criu_end);
         let _ = std::fs::remove_file(&criu_conf);
         crate::progress::mark("checkpoint: runc checkpoint done");

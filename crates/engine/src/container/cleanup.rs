@@ -33,7 +33,6 @@ impl Engine {
     /// 100 ms when the container was the last on its network) then costs no time of its own,
     /// and the network is released before the checkpoint returns. Should the dump fail, the
     /// container runs on and gets its networks again, with the same addresses.
-    #[allow(dead_code)] // for container/checkpoint.rs
     pub(crate) fn dump(
         &self,
         c: &ContainerRecord,

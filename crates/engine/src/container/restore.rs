@@ -36,7 +36,7 @@ use crate::container::checkpoint::{copy_tree, tempdir_in, tmpfs_scratch};
 use crate::container::mounts_and_networks::{from_podman_network, reuse_from_status};
 use crate::db::{self, ContainerRecord, State};
 use crate::runc::CriuOpts;
-use crate::{conmon, criu, pagestream, Engine, EngineError};
+use crate::{criu, pagestream, Engine, EngineError};
 
 /// Where an import comes from.
 pub enum ImportSource {
@@ -259,8 +259,10 @@ impl Engine {
             // Memory pages first: a lazy-pages daemon comes up while the network is set up.
             let lazy_daemon = self.prepare_pages(&c, opts, source, passing, in_archive)?;
             crate::progress::mark("restore: pages prepared");
-            self.prepare_runtime(&c, reuse)?;
-            crate::progress::mark("restore: runtime prepared (network)");
+            // The network is set up while runc and CRIU restore (see `spawn_restore`).
+            self.prepare_storage(&c)?;
+            let network = self.network_beside(&c, reuse)?;
+            crate::progress::mark("restore: runtime prepared (network set up beside runc)");
             let shm_tar = source.join(names::DEVSHM_CHECKPOINT_TAR);
             if shm_tar.exists() {
                 let f = std::fs::File::open(&shm_tar).map_err(|e| EngineError::io(&shm_tar, e))?;
@@ -291,7 +293,8 @@ impl Engine {
             // checkpoint that died mid-way left behind); removed once runc is done.
             let criu_conf = self.criu_config_path(&c.id);
             let _ = std::fs::remove_file(&criu_conf);
-            let conf = criu::config_file(!opts.criu.tcp_established, None);
+            // (the network lock is the dump's choice: see `criu::config_file`)
+            let conf = criu::config_file(false, None);
             if !conf.is_empty() {
                 std::fs::write(&criu_conf, conf).map_err(|e| EngineError::io(&criu_conf, e))?;
             }
@@ -316,7 +319,7 @@ impl Engine {
             }
             crate::progress::mark("restore: pages ready, starting conmon/runc");
             let started = Instant::now();
-            let pid = conmon::spawn(&self.conmon_args(&c, Some(images), runtime_opts));
+            let pid = self.spawn_restore(self.conmon_args(&c, Some(images), runtime_opts), network);
             let _ = std::fs::remove_file(&criu_conf);
             let pid = pid?;
             Ok::<_, EngineError>((pid, started.elapsed()))

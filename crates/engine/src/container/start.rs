@@ -189,7 +189,6 @@ impl Engine {
     /// For a restore: [`Engine::prepare_network`], but with its netavark setup left to run
     /// beside `runc restore` (see [`Engine::spawn_restore`]) when it can: the namespace and
     /// provisional host files (the bind sources runc checks) are made now.
-    #[allow(dead_code)] // for container/restore.rs
     pub(crate) fn network_beside(
         &self,
         c: &ContainerRecord,
@@ -235,7 +234,6 @@ impl Engine {
     /// netavark setup runs meanwhile. CRIU waits for it (a CRIU action script on
     /// `setup-namespaces`, before anything of the container is restored, and again before
     /// it resumes): a restore that took 170 ms gains the 40 ms of a setup.
-    #[allow(dead_code)] // for container/restore.rs
     pub(crate) fn spawn_restore(
         &self,
         mut args: ConmonArgs,
@@ -481,7 +479,6 @@ impl Engine {
 }
 
 /// A restore's network setup, to run beside `runc restore` (see [`Engine::spawn_restore`]).
-#[allow(dead_code)] // for container/restore.rs
 pub(crate) struct NetworkBeside {
     c: ContainerRecord,
     attach: stasis_network::Attach,
@@ -492,7 +489,6 @@ pub(crate) struct NetworkBeside {
     gate: crate::runc::RestoreGate,
 }
 
-#[allow(dead_code)] // for container/restore.rs
 impl NetworkBeside {
     /// What [`Engine::prepare_network`] does after making the namespace, for a container
     /// with networks of its own and no addresses yet.
