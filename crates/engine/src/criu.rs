@@ -106,14 +106,9 @@ pub fn spawn_lazy_pages(
         .stderr(Stdio::null());
     if let Some(fd) = &page_server {
         let raw = fd.as_raw_fd();
-        // SAFETY: fcntl between fork and exec is async-signal-safe.
+        // SAFETY: only an fcntl between fork and exec (async-signal-safe).
         unsafe {
-            cmd.pre_exec(move || {
-                if libc::fcntl(raw, libc::F_SETFD, 0) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            cmd.pre_exec(move || crate::pagestream::set_inheritable(raw));
         }
     }
     let child = cmd.spawn()?;

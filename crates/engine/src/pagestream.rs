@@ -268,11 +268,6 @@ pub fn widen_socket(sock: &UnixStream) {
     }
 }
 
-/// Lets children spawned from now on inherit `fd` (clears close-on-exec in this process).
-pub fn set_inheritable(fd: RawFd) -> io::Result<()> {
-    inherit(fd)
-}
-
 // ------------------------------------------------------------------------------------------
 // Import side
 
@@ -445,8 +440,9 @@ pub fn prepare_lazy(
     Ok(plan)
 }
 
-/// Clears close-on-exec on `fd` in a child about to exec.
-fn inherit(fd: RawFd) -> io::Result<()> {
+/// Clears close-on-exec on `fd`: children spawned from now on inherit it (called in this
+/// process, or in a child between fork and exec: fcntl is async-signal-safe).
+pub fn set_inheritable(fd: RawFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor number; async-signal-safe.
     let r = unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
     if r < 0 {
@@ -489,8 +485,8 @@ pub fn spawn_feeder(
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            inherit(afd)?;
-            inherit(sfd)?;
+            set_inheritable(afd)?;
+            set_inheritable(sfd)?;
             if libc::setsid() < 0 {
                 return Err(io::Error::last_os_error());
             }

@@ -172,21 +172,6 @@ impl Runc {
         }
     }
 
-    /// `runc checkpoint`: dumps the container through CRIU into `image_path`, writing CRIU's
-    /// log and stats into `work_path`.
-    pub fn checkpoint(
-        &self,
-        id: &str,
-        image_path: &Path,
-        work_path: &Path,
-        leave_running: bool,
-        opts: &CriuOpts,
-    ) -> Result<(), RuncError> {
-        let none: Option<fn()> = None;
-        self.checkpoint_beside(id, image_path, work_path, leave_running, opts, none)
-            .result
-    }
-
     /// Freezes a running container until the returned guard is dropped: its files hold still
     /// while they are archived after a `--leave-running` dump. `None` when it cannot be frozen.
     pub fn freeze(&self, id: &str) -> Option<Frozen> {
@@ -197,9 +182,10 @@ impl Runc {
             .map(Frozen)
     }
 
-    /// [`Runc::checkpoint`], running `beside` in a thread of its own while CRIU dumps, when
-    /// the dump is to kill the container and nothing in it can notice: its cgroup is frozen
-    /// and none of its processes holds an inet socket.
+    /// `runc checkpoint`: dumps the container through CRIU into `image_path`, writing CRIU's
+    /// log and stats into `work_path`. Runs `beside` in a thread of its own while CRIU dumps,
+    /// when the dump is to kill the container and nothing in it can notice: its cgroup is
+    /// frozen and none of its processes holds an inet socket.
     pub fn checkpoint_beside<R: Send>(
         &self,
         id: &str,
