@@ -159,7 +159,7 @@ impl Engine {
         let own_config = self.spec_names_criu_config(&c);
         if let Some(path) = self.stream_target(&c, &opts) {
             std::fs::create_dir_all(&images).map_err(|e| EngineError::io(&images, e))?;
-            let (archive, tmp) = self.start_streamed_export(&c, &path)?;
+            let (archive, out) = self.start_streamed_export(&c, &path)?;
             let progress = crate::progress::Progress::new(
                 opts.progress,
                 &format!("exporting {} (memory)", c.name),
@@ -186,11 +186,11 @@ impl Engine {
             match started {
                 Ok(s) => {
                     opts.criu.page_server = s.address();
-                    server = Some((s, tmp, path));
+                    server = Some((s, out));
                 }
                 Err(e) => {
                     let _ = std::fs::remove_file(&criu_conf);
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(&out.tmp);
                     return Err(e);
                 }
             }
@@ -202,8 +202,8 @@ impl Engine {
         let conf = criu::config_file(!opts.criu.tcp_established && !pod_netns, ps_socket);
         if own_config && !conf.is_empty() {
             if let Err(e) = std::fs::write(&criu_conf, conf) {
-                if let Some((_, tmp, _)) = &server {
-                    let _ = std::fs::remove_file(tmp);
+                if let Some((_, out)) = &server {
+                    let _ = std::fs::remove_file(&out.tmp);
                 }
                 return Err(EngineError::io(&criu_conf, e));
             }
@@ -217,18 +217,18 @@ impl Engine {
         let _ = std::fs::remove_file(&criu_conf);
         crate::progress::mark("checkpoint: runc checkpoint done");
         let mut streamed = None;
-        if let Some((s, tmp, path)) = server {
+        if let Some((s, out)) = server {
             match (s.finish(), &dumped) {
-                (Ok(a), Ok(())) => streamed = Some((a, tmp, path)),
+                (Ok(a), Ok(())) => streamed = Some((a, out)),
                 (Err(e), Ok(())) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(&out.tmp);
                     return Err(EngineError::msg(format!(
                         "checkpointing container {}: receiving its memory pages failed: {e}",
                         c.name
                     )));
                 }
                 (_, Err(_)) => {
-                    let _ = std::fs::remove_file(&tmp);
+                    let _ = std::fs::remove_file(&out.tmp);
                 }
             }
         }
@@ -257,8 +257,8 @@ impl Engine {
 
         let was_streamed = streamed.is_some();
         let export_result = match (opts.export.take(), streamed) {
-            (_, Some((archive, tmp, path))) => {
-                self.finish_streamed_export(&c, &opts, archive, &tmp, &path, &images)
+            (_, Some((archive, out))) => {
+                self.finish_streamed_export(&c, &opts, archive, &out, &images)
             }
             (Some(target), None) => self.export(&c, &opts, target, &images),
             (None, None) => Ok(()),
@@ -311,10 +311,7 @@ impl Engine {
     }
 
     /// The bundle's spec and the container's libpod configuration: the archive's head.
-    fn archive_head(
-        &self,
-        c: &ContainerRecord,
-    ) -> Result<(stasis_archive::ContainerConfig, serde_json::Value), EngineError> {
+    fn archive_head(&self, c: &ContainerRecord) -> Result<ArchiveHead, EngineError> {
         let spec_path = self.layout.bundle(&c.id).join("config.json");
         let spec: serde_json::Value = std::fs::read(&spec_path)
             .map_err(|e| EngineError::io(&spec_path, e))
@@ -372,7 +369,7 @@ impl Engine {
         &self,
         c: &ContainerRecord,
         path: &Path,
-    ) -> Result<(StreamedArchive, PathBuf), EngineError> {
+    ) -> Result<(StreamedArchive, StreamedExport), EngineError> {
         let (config, spec) = self.archive_head(c)?;
         let tmp = partial_path(path);
         let f = open_0600(&tmp)?;
@@ -394,7 +391,14 @@ impl Engine {
             Ok(a)
         })();
         match started {
-            Ok(a) => Ok((a, tmp)),
+            Ok(a) => Ok((
+                a,
+                StreamedExport {
+                    tmp,
+                    path: path.to_path_buf(),
+                    head: (config, spec),
+                },
+            )),
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
                 Err(e)
@@ -408,16 +412,14 @@ impl Engine {
         c: &ContainerRecord,
         opts: &CheckpointOptions,
         mut archive: StreamedArchive,
-        tmp: &Path,
-        path: &Path,
+        out: &StreamedExport,
         images: &Path,
     ) -> Result<(), EngineError> {
         let scratch = tempdir_in(&self.layout.tmp_dir())?;
         let res = (|| {
-            let (config, spec) = self.archive_head(c)?;
             let prepared = self.export_parts(c, opts, scratch.path())?;
             crate::progress::mark("checkpoint: export parts prepared");
-            let parts = prepared.parts(&config, &spec, images);
+            let parts = prepared.parts(&out.head.0, &out.head.1, images);
             stasis_archive::write_parts(&mut archive, &parts).map_err(|e| {
                 EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
             })?;
@@ -427,10 +429,10 @@ impl Engine {
             fw.finish().map_err(|e| {
                 EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))
             })?;
-            std::fs::rename(tmp, path).map_err(|e| EngineError::io(path, e))
+            std::fs::rename(&out.tmp, &out.path).map_err(|e| EngineError::io(&out.path, e))
         })();
         if res.is_err() {
-            let _ = std::fs::remove_file(tmp);
+            let _ = std::fs::remove_file(&out.tmp);
         }
         res
     }
@@ -572,6 +574,17 @@ impl Engine {
             .map_err(|e| EngineError::msg(format!("exporting checkpoint of {}: {e}", c.name))),
         }
     }
+}
+
+/// `config.dump` and `spec.dump`, as written at the head of an archive.
+type ArchiveHead = (stasis_archive::ContainerConfig, serde_json::Value);
+
+/// A streamed export under way: its partial file, its target and the head it was started
+/// with (the rest of the archive is written after the dump).
+struct StreamedExport {
+    tmp: PathBuf,
+    path: PathBuf,
+    head: ArchiveHead,
 }
 
 /// The parts of an export prepared after the dump (see [`Engine::export_parts`]).
