@@ -909,22 +909,26 @@ impl<W: Write + Seek + Send + 'static> FrameWriter<W> {
 }
 
 impl<W: Write + Seek + Send + 'static> FrameWriter<W> {
+    /// The buffers of the frame being filled, taking free ones (emptied) when there is none.
+    fn current(&mut self) -> io::Result<&mut Bufs> {
+        if self.cur.is_none() {
+            let mut b = self.take_bufs()?;
+            b.input.clear();
+            self.cur = Some(b);
+        }
+        Ok(self.cur.get_or_insert_with(Bufs::default))
+    }
+
     /// Reads exactly `len` bytes from `r` straight into the frames (no copy through a buffer
     /// of the caller's): what `write` would do with them. `UnexpectedEof` if `r` ends first.
     pub fn fill_from(&mut self, r: &mut dyn Read, len: u64) -> io::Result<()> {
         self.check()?;
+        let frame_size = self.frame_size;
         let mut left = len;
         while left > 0 {
-            let cur = match &mut self.cur {
-                Some(b) => b,
-                None => {
-                    let mut b = self.take_bufs()?;
-                    b.input.clear();
-                    self.cur.insert(b)
-                }
-            };
+            let cur = self.current()?;
             let filled = cur.input.len();
-            let want = (self.frame_size - filled).min(usize::try_from(left).unwrap_or(usize::MAX));
+            let want = (frame_size - filled).min(usize::try_from(left).unwrap_or(usize::MAX));
             cur.input.resize(filled + want, 0);
             let n = loop {
                 match r.read(&mut cur.input[filled..]) {
@@ -944,7 +948,7 @@ impl<W: Write + Seek + Send + 'static> FrameWriter<W> {
                 }
             };
             cur.input.truncate(filled + n);
-            let full = cur.input.len() == self.frame_size;
+            let full = cur.input.len() == frame_size;
             left -= n as u64;
             self.position += n as u64;
             if full {
@@ -958,19 +962,13 @@ impl<W: Write + Seek + Send + 'static> FrameWriter<W> {
 impl<W: Write + Seek + Send + 'static> Write for FrameWriter<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.check()?;
+        let frame_size = self.frame_size;
         let mut rest = buf;
         while !rest.is_empty() {
-            let cur = match &mut self.cur {
-                Some(b) => b,
-                None => {
-                    let mut b = self.take_bufs()?;
-                    b.input.clear();
-                    self.cur.insert(b)
-                }
-            };
-            let n = (self.frame_size - cur.input.len()).min(rest.len());
+            let cur = self.current()?;
+            let n = (frame_size - cur.input.len()).min(rest.len());
             cur.input.extend_from_slice(&rest[..n]);
-            let full = cur.input.len() == self.frame_size;
+            let full = cur.input.len() == frame_size;
             rest = &rest[n..];
             self.position += n as u64;
             if full {
