@@ -19,6 +19,7 @@ pub mod names;
 pub mod netns;
 pub mod pagestream;
 pub mod pod;
+pub mod prefetch;
 pub mod progress;
 pub mod runc;
 pub mod spec;
