@@ -290,56 +290,38 @@ impl StateFile {
     }
 }
 
-/// The environment variable naming an extra CRIU configuration file (read when CRIU starts,
-/// before the one runc names from the `org.criu.config` annotation). runc passes its
-/// environment on to CRIU, and conmon its own to runc.
-const CRIU_CONFIG_FILE: &str = "CRIU_CONFIG_FILE";
-
-/// A restore's wait for its container's network, set up meanwhile: CRIU runs an action
-/// script of ours (`CRIU_CONFIG_FILE`, through conmon's and runc's environment) that, on
-/// `setup-namespaces` (the root task exists, nothing of the container is restored yet) and
-/// on `pre-resume`, reads a line from a FIFO: `ok` goes on, anything else (or end of file:
-/// stasis died) fails the restore. We hold the FIFO open for writing meanwhile.
+/// A restore's wait for its container's network, set up meanwhile: a prestart hook of ours
+/// in the restore's `config.json`. runc runs a restore's prestart hooks when CRIU reports
+/// `setup-namespaces` (the root task exists in its namespaces, nothing of the container is
+/// restored yet), and CRIU waits for runc's answer. The hook reads a line from a FIFO: `ok`
+/// goes on, anything else (or end of file: stasis died) fails the restore. We hold the FIFO
+/// open for writing meanwhile.
+///
+/// (A CRIU action script did this before; CRIU runs one for each of the seven actions of a
+/// restore, about 2 ms each, where runc runs the hook once.)
 #[derive(Debug)]
 pub struct RestoreGate {
     fifo: PathBuf,
-    conf: PathBuf,
+    script: PathBuf,
     writer: std::fs::File,
 }
 
-/// The environment variable naming a restore's gate FIFO, for the action script.
-const GATE_VAR: &str = "STASIS_NETWORK_GATE";
-
 impl RestoreGate {
-    /// A gate in directory `dir`; `None` when the script or FIFO cannot be made, or when the
-    /// caller's environment names a CRIU configuration file already (ours would replace it).
+    /// A gate in directory `dir`; `None` when the script or FIFO cannot be made.
     pub fn new(dir: &Path, runc_root: &Path) -> Option<RestoreGate> {
-        if std::env::var_os(CRIU_CONFIG_FILE).is_some() {
-            return None;
-        }
         let criu_dir = runc_root.parent().unwrap_or(runc_root).join("criu");
         let script = criu_dir.join("network-gate");
-        let conf = criu_dir.join("network-gate.conf");
-        let script_body = format!(
-            "#!/bin/sh\n# written by stasis: a restore waits here until its network is set up\n\
-             case \"$CRTOOLS_SCRIPT_ACTION\" in\n\
-             setup-namespaces|pre-resume)\n\
-             \t[ -n \"${GATE_VAR}\" ] || exit 0\n\
-             \tread -r state < \"${GATE_VAR}\" || exit 1\n\
-             \t[ \"$state\" = ok ] ;;\n\
-             esac\n"
-        );
-        let conf_body = format!(
-            "# written by stasis for restores that wait for their network\naction-script {}\n",
-            script.display()
-        );
-        write_once(&criu_dir, &script, &script_body, 0o755)?;
-        write_once(&criu_dir, &conf, &conf_body, 0o644)?;
+        let script_body = "#!/bin/sh\n\
+             # written by stasis: a restore waits here (a runc prestart hook) until its network\n\
+             # is set up; $1 is the FIFO stasis writes ok or fail to\n\
+             read -r state < \"$1\" || exit 1\n\
+             [ \"$state\" = ok ]\n";
+        write_once(&criu_dir, &script, script_body, 0o755)?;
         let fifo = dir.join("network.gate");
         let _ = std::fs::remove_file(&fifo);
         nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).ok()?;
-        // Read and write: opening does not wait for a reader, and the script's read sees
-        // end of file only once this (close-on-exec) descriptor is gone.
+        // Read and write: opening does not wait for a reader, and the hook's read sees end of
+        // file only once this (close-on-exec) descriptor is gone.
         let writer = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -349,24 +331,33 @@ impl RestoreGate {
             let _ = std::fs::remove_file(&fifo);
             return None;
         };
-        Some(RestoreGate { fifo, conf, writer })
+        Some(RestoreGate {
+            fifo,
+            script,
+            writer,
+        })
     }
 
-    /// The environment that makes CRIU wait at this gate.
-    pub fn env(&self) -> [(String, String); 2] {
-        [
-            (
-                CRIU_CONFIG_FILE.into(),
-                self.conf.to_string_lossy().into_owned(),
-            ),
-            (GATE_VAR.into(), self.fifo.to_string_lossy().into_owned()),
-        ]
+    /// The hook (an OCI `hooks.prestart` entry) that makes the restore wait at this gate.
+    pub fn hook(&self) -> serde_json::Value {
+        let script = self.script.to_string_lossy();
+        serde_json::json!({
+            "path": script,
+            "args": [script, self.fifo.to_string_lossy()],
+        })
     }
 
-    /// Lets the restore go on (`ok`) or fail, at both stops.
+    /// Whether `hook` (an OCI hook entry) is a gate's: those never leave this host.
+    pub fn is_gate_hook(hook: &serde_json::Value) -> bool {
+        hook["path"]
+            .as_str()
+            .is_some_and(|p| p.ends_with("/criu/network-gate"))
+    }
+
+    /// Lets the restore go on (`ok`) or fail.
     pub fn open(&self, ok: bool) {
         use std::io::Write;
-        let line = if ok { "ok\nok\n" } else { "fail\nfail\n" };
+        let line = if ok { "ok\n" } else { "fail\n" };
         let _ = (&self.writer).write_all(line.as_bytes());
     }
 }
@@ -537,34 +528,31 @@ impl Freezer {
 mod tests {
     use super::*;
 
-    /// Runs the gate's action script as CRIU would for `action`; its exit status.
-    fn run_gate_script(gate: &RestoreGate, action: &str) -> std::process::Child {
-        let script = gate.conf.with_file_name("network-gate");
-        let mut cmd = Command::new(&script);
-        cmd.env("CRTOOLS_SCRIPT_ACTION", action);
-        for (k, v) in gate.env() {
-            cmd.env(k, v);
-        }
-        cmd.spawn().unwrap()
+    /// Runs the gate's hook as runc would; the child.
+    fn run_gate_hook(gate: &RestoreGate) -> std::process::Child {
+        let hook = gate.hook();
+        let args: Vec<String> = hook["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect();
+        Command::new(hook["path"].as_str().unwrap())
+            .args(&args[1..])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
     }
 
     #[test]
-    fn restore_gate_holds_criu_until_opened() {
-        if std::env::var_os(CRIU_CONFIG_FILE).is_some() {
-            return; // no gate then: the caller's own configuration is left alone
-        }
+    fn restore_gate_holds_the_restore_until_opened() {
         let d = tempfile::tempdir().unwrap();
         let runc_root = d.path().join("runc");
-        let conf_of = |g: &RestoreGate| std::fs::read_to_string(&g.conf).unwrap();
 
-        // Other actions pass at once; the two stops wait for a line each.
+        // The hook waits for the network, then lets the restore go on.
         let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
-        assert!(conf_of(&gate).contains("action-script "));
-        assert!(run_gate_script(&gate, "post-restore")
-            .wait()
-            .unwrap()
-            .success());
-        let mut waiting = run_gate_script(&gate, "setup-namespaces");
+        assert!(RestoreGate::is_gate_hook(&gate.hook()));
+        let mut waiting = run_gate_hook(&gate);
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(
             waiting.try_wait().unwrap().is_none(),
@@ -572,28 +560,26 @@ mod tests {
         );
         gate.open(true);
         assert!(waiting.wait().unwrap().success());
-        assert!(run_gate_script(&gate, "pre-resume")
-            .wait()
-            .unwrap()
-            .success());
         drop(gate);
 
         // A failed setup fails the restore.
         let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
         gate.open(false);
-        assert!(!run_gate_script(&gate, "setup-namespaces")
-            .wait()
-            .unwrap()
-            .success());
+        assert!(!run_gate_hook(&gate).wait().unwrap().success());
 
         // So does the end of the stasis process that holds the gate (end of file).
         let gate = RestoreGate::new(d.path(), &runc_root).unwrap();
-        let waiting = run_gate_script(&gate, "setup-namespaces");
+        let waiting = run_gate_hook(&gate);
         std::thread::sleep(std::time::Duration::from_millis(50));
         let fifo = gate.fifo.clone();
         drop(gate);
         assert!(!fifo.exists());
         assert!(!waiting.wait_with_output().unwrap().status.success());
+
+        // Other hooks are not ours.
+        assert!(!RestoreGate::is_gate_hook(
+            &serde_json::json!({"path": "/usr/bin/oci-hook"})
+        ));
     }
 
     #[test]

@@ -288,6 +288,40 @@ pub fn join_namespaces(spec: &mut serde_json::Value, paths: &[(String, PathBuf)]
     }
 }
 
+/// Removes the prestart hooks `ours` recognises (engine-local ones, which never travel in an
+/// archive nor outlive the run they were written for), then puts `hook`, if any, first: it
+/// runs before the hooks the spec brought along.
+pub fn replace_prestart_hook(
+    spec: &mut serde_json::Value,
+    ours: impl Fn(&serde_json::Value) -> bool,
+    hook: Option<serde_json::Value>,
+) {
+    let Some(obj) = spec.as_object_mut() else {
+        return;
+    };
+    let mut prestart: Vec<serde_json::Value> = obj
+        .get("hooks")
+        .and_then(|h| h.get("prestart"))
+        .and_then(|p| p.as_array())
+        .map(|a| a.iter().filter(|h| !ours(h)).cloned().collect())
+        .unwrap_or_default();
+    if let Some(h) = hook {
+        prestart.insert(0, h);
+    }
+    let hooks = obj.entry("hooks").or_insert_with(|| serde_json::json!({}));
+    let Some(hooks_obj) = hooks.as_object_mut() else {
+        return;
+    };
+    if prestart.is_empty() {
+        hooks_obj.remove("prestart");
+    } else {
+        hooks_obj.insert("prestart".into(), prestart.into());
+    }
+    if hooks_obj.is_empty() {
+        obj.remove("hooks");
+    }
+}
+
 /// Host-side paths of a container being restored (or restarted from a saved spec).
 #[derive(Debug, Clone)]
 pub struct Relocation {
@@ -369,6 +403,33 @@ pub fn relocate(spec: &mut serde_json::Value, r: &Relocation) -> Result<(), Stri
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replace_prestart_hook_keeps_foreign_hooks_and_leaves_no_empty_objects() {
+        let ours = |h: &serde_json::Value| h["path"] == "/run/x/gate";
+        let gate = serde_json::json!({"path": "/run/x/gate", "args": ["/run/x/gate", "f"]});
+        // Added first, before the spec's own hooks.
+        let mut spec = serde_json::json!({"hooks": {"prestart": [{"path": "/usr/bin/h"}],
+                                                    "poststop": [{"path": "/usr/bin/p"}]}});
+        replace_prestart_hook(&mut spec, ours, Some(gate.clone()));
+        assert_eq!(spec["hooks"]["prestart"][0], gate);
+        assert_eq!(spec["hooks"]["prestart"][1]["path"], "/usr/bin/h");
+        // Replaced, not added twice.
+        replace_prestart_hook(&mut spec, ours, Some(gate.clone()));
+        assert_eq!(spec["hooks"]["prestart"].as_array().unwrap().len(), 2);
+        // Removed: the foreign hooks stay.
+        replace_prestart_hook(&mut spec, ours, None);
+        assert_eq!(
+            spec["hooks"]["prestart"],
+            serde_json::json!([{"path": "/usr/bin/h"}])
+        );
+        assert_eq!(spec["hooks"]["poststop"][0]["path"], "/usr/bin/p");
+        // A spec with only ours ends without "hooks" at all.
+        let mut spec = serde_json::json!({"ociVersion": "1.0.2"});
+        replace_prestart_hook(&mut spec, ours, Some(gate));
+        replace_prestart_hook(&mut spec, ours, None);
+        assert_eq!(spec, serde_json::json!({"ociVersion": "1.0.2"}));
+    }
 
     fn input() -> SpecInput {
         SpecInput {

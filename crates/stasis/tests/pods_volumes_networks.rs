@@ -396,6 +396,70 @@ fn static_ip_and_mac_survive_restore_and_can_be_ignored() {
     );
 }
 
+/// A restore sets its network up while runc and CRIU restore; CRIU waits for it at
+/// `setup-namespaces` (a runc prestart hook). When netavark fails there, even late, the
+/// restore fails with netavark's error, the copy never ran, and nothing is left behind.
+#[test]
+fn a_network_setup_failing_beside_the_restore_fails_it_and_leaves_nothing() {
+    let s = Store::with_image();
+    // The workload appends a line to a host file every 10 ms: whether it ran shows there.
+    let data = s.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let vol = format!("{}:/data", data.display());
+    let lines = || {
+        std::fs::read_to_string(data.join("f"))
+            .map(|t| t.lines().count())
+            .unwrap_or(0)
+    };
+    let cmd = [
+        "sh",
+        "-c",
+        "while :; do echo x >> /data/f; sleep 0.01; done",
+    ];
+    run_d(&s, &["-v", &vol], "g1", &cmd);
+    poll("g1 writes", Duration::from_secs(10), || {
+        (lines() > 0).then_some(())
+    });
+    let a = archive(&s, "g1.tar.zst");
+    s.ok(&["container", "checkpoint", "--export", &a, "g1"]);
+    // (its namespace is released by conmon's exit command: wait no further than `rm`)
+    s.ok(&["rm", "g1"]);
+    let written = lines();
+    let netavark = ["/usr/libexec/podman/netavark", "/usr/lib/podman/netavark"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("netavark is installed");
+    // netavark as before, but `setup` fails (late: the restore has long reached its gate)
+    // the way netavark reports errors.
+    let fake = s.path().join("netavark-failing-setup");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do\n  [ \"$a\" = setup ] && {{ sleep 0.4; echo '{{\"error\": \"injected setup failure\"}}'; exit 1; }}\ndone\nexec {netavark} \"$@\"\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let before = snap(&s);
+    s.set_env("STASIS_NETAVARK", fake.to_str());
+    refused(
+        &s,
+        &before,
+        &["container", "restore", "--import", &a, "--name", "g2"],
+        &["injected setup failure"],
+    );
+    s.set_env("STASIS_NETAVARK", None);
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(lines(), written, "the copy ran before its network existed");
+    // The same archive restores once netavark works again, and runs.
+    s.ok(&["container", "restore", "--import", &a, "--name", "g2"]);
+    poll("g2 writes", Duration::from_secs(10), || {
+        (lines() > written).then_some(())
+    });
+    s.ok(&["rm", "-f", "g2"]);
+    assert_eq!(s.db_rows("net_leases"), Vec::new(), "leases left");
+}
+
 // ---- 3. Volumes and bind mounts ----
 
 #[test]

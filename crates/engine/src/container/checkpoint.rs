@@ -321,10 +321,12 @@ impl Engine {
             })?;
         let config = crate::libpod::to_libpod(c, &spec, &self.layout);
         let mut spec = spec;
-        // Our CRIU configuration file is a host-local detail (see `write_spec`).
+        // Our CRIU configuration file and a restore's network gate are host-local details
+        // (see `write_spec`).
         if let Some(a) = spec.get_mut("annotations").and_then(|a| a.as_object_mut()) {
             a.remove(crate::container::start::CRIU_CONFIG_ANNOTATION);
         }
+        crate::spec::replace_prestart_hook(&mut spec, crate::runc::RestoreGate::is_gate_hook, None);
         Ok((config, spec))
     }
 

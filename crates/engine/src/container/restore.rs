@@ -288,7 +288,7 @@ impl Engine {
                     })?,
             };
             self.relocate_spec(&c, &mut spec)?;
-            self.write_spec(&c.id, &spec)?;
+            self.write_spec(&c.id, &spec, network.as_ref().map(|n| n.gate_hook()))?;
             // Our CRIU configuration for this restore, if any (it replaces whatever a
             // checkpoint that died mid-way left behind); removed once runc is done.
             let criu_conf = self.criu_config_path(&c.id);
@@ -330,6 +330,14 @@ impl Engine {
                 criu::stop_lazy_pages(&self.lazy_pidfile(&c.id));
                 let _ = self.runc.kill(&c.id, libc::SIGKILL, false);
                 self.teardown(&c);
+                // A network that could not be set up stopped CRIU at its gate: CRIU's log
+                // only says that a hook failed.
+                if matches!(e, EngineError::Network(_)) {
+                    return Err(EngineError::msg(format!(
+                        "restoring container {} failed: {e}",
+                        c.name
+                    )));
+                }
                 // CRIU's log: the restore's, or the lazy-pages daemon's when it failed first.
                 let log = ["restore.log", "lazy-pages.log"]
                     .iter()
