@@ -5,10 +5,12 @@
 //! netavark, iptables, tar and gzip for CRIU's tmpfs images), and CRIU alone loads a dozen
 //! libraries (gnutls and its friends). With a cold page cache, after a boot or once memory
 //! pressure has evicted them, each one is read from disk when it starts, on the critical path,
-//! one after the other. Asking the kernel for all of them at once (`posix_fadvise`
-//! `WILLNEED`, which queues the reads and returns) lets the disk work while stasis reads its
-//! archive and prepares the container. Measured on a tiny restore with a dropped page cache:
-//! about 40 ms of 220. With a warm cache it costs a few system calls in a thread of its own.
+//! one after the other. Reading them in a thread of its own lets the disk work while stasis
+//! reads its archive and prepares the container. The reads go in 2 MiB steps, each waited for
+//! before the next (`read_into_cache`): stasis's own small reads meanwhile wait behind one
+//! step at most. Measured on a tiny restore with a dropped page cache (10 interleaved runs
+//! each, means): 237 ms without, 215 ms with every file asked for at once, 199 ms in steps.
+//! With a warm cache it costs a page-cache lookup per step in that thread.
 //!
 //! Nothing here can fail a command: a file that cannot be opened or parsed is skipped.
 //! `STASIS_PREFETCH=0` turns it off.
@@ -67,14 +69,18 @@ pub fn spawn_for(opts: &crate::EngineOptions, verb: Verb) {
         });
 }
 
-/// Prefetches `programs` and their libraries, breadth first; returns the files asked for.
+/// Prefetches `programs` and their libraries, each program followed by the libraries it
+/// loads (depth first: in the order they will be needed); returns the files read.
 pub fn run(programs: &[PathBuf]) -> Vec<PathBuf> {
     let dirs = library_dirs();
     let mut seen = HashSet::new();
     let mut done = Vec::new();
-    let mut queue: std::collections::VecDeque<PathBuf> =
-        programs.iter().filter_map(|p| resolve_program(p)).collect();
-    while let Some(path) = queue.pop_front() {
+    let mut stack: Vec<PathBuf> = programs
+        .iter()
+        .rev()
+        .filter_map(|p| resolve_program(p))
+        .collect();
+    while let Some(path) = stack.pop() {
         if done.len() >= MAX_FILES {
             break;
         }
@@ -87,21 +93,45 @@ pub fn run(programs: &[PathBuf]) -> Vec<PathBuf> {
         let Ok(f) = File::open(&real) else {
             continue;
         };
-        will_need(&f);
+        read_into_cache(&f);
         done.push(real);
-        for lib in needed(&f).unwrap_or_default() {
-            if let Some(p) = dirs.iter().map(|d| d.join(&lib)).find(|p| p.is_file()) {
-                queue.push_back(p);
+        let libs = needed(&f).unwrap_or_default();
+        for lib in libs.iter().rev() {
+            if let Some(p) = dirs.iter().map(|d| d.join(lib)).find(|p| p.is_file()) {
+                stack.push(p);
             }
         }
     }
     done
 }
 
-fn will_need(f: &File) {
-    // SAFETY: a plain system call on a file descriptor we own; it only queues reads.
+/// How much of a file is asked for at a time.
+const CHUNK: u64 = 2 << 20;
+
+/// Brings `f` into the page cache, one chunk at a time: the command's own small reads then
+/// never queue behind tens of megabytes at the disk (all files asked for at once delayed a
+/// cold restore's own work by about 20 ms). Cached chunks cost a page-cache lookup.
+fn read_into_cache(f: &File) {
+    let Ok(len) = f.metadata().map(|m| m.len()) else {
+        return;
+    };
+    let fd = f.as_raw_fd();
+    // SAFETY: plain system calls on a descriptor we own; they only steer the page cache.
+    // RANDOM: reading this descriptor starts no readahead beyond what is asked for.
     unsafe {
-        libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED);
+        libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_RANDOM);
+    }
+    let mut byte = [0u8; 1];
+    let mut off = 0;
+    while off < len {
+        let n = CHUNK.min(len - off);
+        // SAFETY: as above; the range lies within the file.
+        unsafe {
+            libc::posix_fadvise(fd, off as i64, n as i64, libc::POSIX_FADV_WILLNEED);
+        }
+        // Waits for the chunk (its last page) before the next one is queued.
+        let _ = f.read_at(&mut byte, off + n - 1);
+        off += n;
     }
 }
 
