@@ -20,9 +20,13 @@ pub fn run(cli: Cli) -> Result<u8> {
     let mut opts = EngineOptions::new(exe);
     opts.root = cli.root;
     opts.runroot = cli.runroot;
-    // Verbs that run conmon, runc, CRIU and netavark get those read from disk meanwhile.
-    if let Some(verb) = prefetch_verb(&cli.command) {
-        stasis_engine::prefetch::spawn_for(&opts, verb);
+    // A restore's programs (conmon, runc, CRIU, ...) are read from disk meanwhile.
+    if matches!(
+        &cli.command,
+        Top::Container(crate::cli::ContainerCmd::Restore(_))
+            | Top::Ctr(crate::cli::ContainerCmd::Restore(_))
+    ) {
+        stasis_engine::prefetch::spawn_for_restore(&opts);
     }
     let open = || Engine::open(opts.clone());
     match cli.command {
@@ -49,20 +53,6 @@ pub fn run(cli: Cli) -> Result<u8> {
         Top::Pull(a) => image::run(&open()?, ImageCmd::Pull(a)),
         Top::Load(a) => image::run(&open()?, ImageCmd::Load(a)),
         Top::Import(a) => image::run(&open()?, ImageCmd::Import(a)),
-    }
-}
-
-fn prefetch_verb(top: &Top) -> Option<stasis_engine::prefetch::Verb> {
-    use crate::cli::ContainerCmd as C;
-    use stasis_engine::prefetch::Verb;
-    match top {
-        Top::Container(c) | Top::Ctr(c) => match c {
-            C::Run(_) | C::Start(_) => Some(Verb::Start),
-            C::Checkpoint(_) => Some(Verb::Checkpoint),
-            C::Restore(_) => Some(Verb::Restore),
-            _ => None,
-        },
-        _ => None,
     }
 }
 
