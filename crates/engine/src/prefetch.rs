@@ -22,7 +22,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 
@@ -57,35 +57,44 @@ pub fn spawn_for_restore(opts: &crate::EngineOptions) {
 /// Prefetches `programs` and their libraries, each program followed by the libraries it
 /// loads (depth first: in the order they will be needed); returns the files read.
 pub fn run(programs: &[PathBuf]) -> Vec<PathBuf> {
+    enum Item {
+        Program(PathBuf),
+        Library(String),
+    }
     let dirs = library_dirs();
-    let mut seen = HashSet::new();
+    let (mut seen_libs, mut seen_files) = (HashSet::new(), HashSet::new());
     let mut done = Vec::new();
-    let mut stack: Vec<PathBuf> = programs
+    let mut stack: Vec<Item> = programs
         .iter()
         .rev()
-        .filter_map(|p| resolve_program(p))
+        .filter_map(|p| resolve_program(p).map(Item::Program))
         .collect();
-    while let Some(path) = stack.pop() {
+    while let Some(item) = stack.pop() {
         if done.len() >= MAX_FILES {
             break;
         }
-        let Ok(real) = std::fs::canonicalize(&path) else {
+        let opened = match item {
+            Item::Program(p) => File::open(&p).ok().map(|f| (f, p)),
+            Item::Library(name) if seen_libs.insert(name.clone()) => dirs.iter().find_map(|d| {
+                let p = d.join(&name);
+                File::open(&p).ok().map(|f| (f, p))
+            }),
+            Item::Library(_) => None,
+        };
+        let Some((f, path)) = opened else {
             continue;
         };
-        if !seen.insert(real.clone()) {
+        // The same file under two names (symbolic links) is read once.
+        let Ok(meta) = f.metadata() else {
+            continue;
+        };
+        if !meta.is_file() || !seen_files.insert((meta.dev(), meta.ino())) {
             continue;
         }
-        let Ok(f) = File::open(&real) else {
-            continue;
-        };
-        read_into_cache(&f);
-        done.push(real);
+        read_into_cache(&f, meta.len());
+        done.push(path);
         let libs = needed(&f).unwrap_or_default();
-        for lib in libs.iter().rev() {
-            if let Some(p) = dirs.iter().map(|d| d.join(lib)).find(|p| p.is_file()) {
-                stack.push(p);
-            }
-        }
+        stack.extend(libs.into_iter().rev().map(Item::Library));
     }
     done
 }
@@ -96,10 +105,7 @@ const CHUNK: u64 = 2 << 20;
 /// Brings `f` into the page cache, one chunk at a time: the command's own small reads then
 /// never queue behind tens of megabytes at the disk (all files asked for at once delayed a
 /// cold restore's own work by about 20 ms). Cached chunks cost a page-cache lookup.
-fn read_into_cache(f: &File) {
-    let Ok(len) = f.metadata().map(|m| m.len()) else {
-        return;
-    };
+fn read_into_cache(f: &File, len: u64) {
     let fd = f.as_raw_fd();
     // SAFETY: plain system calls on a descriptor we own; they only steer the page cache.
     // RANDOM: reading this descriptor starts no readahead beyond what is asked for.
