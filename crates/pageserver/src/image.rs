@@ -341,17 +341,23 @@ impl<'a> Records<'a> {
 }
 
 /// Minimal protobuf (proto2) field reader.
-struct Fields<'a> {
+pub(crate) struct Fields<'a> {
     b: &'a [u8],
     pos: usize,
 }
 
-enum Value {
+pub(crate) enum Value<'a> {
     Varint(u64),
+    /// A length-delimited field: bytes, a string or an embedded message.
+    Bytes(&'a [u8]),
     Other,
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
+    pub(crate) fn new(b: &'a [u8]) -> Self {
+        Fields { b, pos: 0 }
+    }
+
     fn varint(&mut self) -> Result<u64, &'static str> {
         let mut v: u64 = 0;
         for i in 0..10 {
@@ -379,7 +385,7 @@ impl Fields<'_> {
     }
 
     /// The next `(field number, value)`; `None` at the end.
-    fn next(&mut self) -> Result<Option<(u64, Value)>, &'static str> {
+    pub(crate) fn next(&mut self) -> Result<Option<(u64, Value<'a>)>, &'static str> {
         if self.pos == self.b.len() {
             return Ok(None);
         }
@@ -396,8 +402,9 @@ impl Fields<'_> {
             }
             2 => {
                 let n = self.varint()?;
+                let start = self.pos;
                 self.skip(usize::try_from(n).map_err(|_| "truncated field")?)?;
-                Value::Other
+                Value::Bytes(&self.b[start..self.pos])
             }
             5 => {
                 self.skip(4)?;
@@ -412,7 +419,7 @@ impl Fields<'_> {
 fn varint_field(v: Value, what: &'static str) -> Result<u64, String> {
     match v {
         Value::Varint(x) => Ok(x),
-        Value::Other => Err(format!("{what} has the wrong wire type")),
+        Value::Bytes(_) | Value::Other => Err(format!("{what} has the wrong wire type")),
     }
 }
 

@@ -2,6 +2,7 @@
 //!
 //! * [`proto`] — the wire format: `struct page_server_iov`, commands, `dst_id`, file names;
 //! * [`image`] — `pagemap-*.img` parse/write and where each page is in `pages-*.img`;
+//! * [`cgroup`] — whether `cgroup.img` lets a restore leave the cgroups to runc;
 //! * [`serve_dump`] — receive `criu dump --page-server` into a [`DumpSink`] (what
 //!   `criu page-server` does), e.g. [`DirSink`];
 //! * [`serve_lazy`] — answer `criu lazy-pages --page-server` from a [`PageSource`] (e.g.
@@ -13,6 +14,7 @@
 //! Checked against CRIU 4.2 (`criu/page-xfer.c`, `criu/uffd.c`, `criu/pagemap.c`,
 //! `criu/image.c`, `images/pagemap.proto`) and exercised with the real `criu` in the tests.
 
+pub mod cgroup;
 mod dump;
 mod error;
 pub mod image;

@@ -95,6 +95,15 @@ fn export_then_two_imports_count_on_as_independent_containers() {
         assert_eq!(e["State"], "running", "{e}");
         assert_eq!(e["Restored"], true, "{e}");
         s.assert_counts_on(name, before);
+        // Every task is in the new container's cgroups, in every hierarchy (CRIU is told to
+        // leave cgroups to runc when the dump's tasks were all in the container's own).
+        let cgroups = s.ok(&["exec", name, "cat", "/proc/1/cgroup"]);
+        for line in cgroups.lines() {
+            assert!(
+                line.ends_with(&format!("-{id}")) || line.ends_with(&format!("-{id}.scope")),
+                "{name}: {line:?} is not the container's cgroup ({cgroups})"
+            );
+        }
     }
     // Independent: stopping one leaves the other counting; c1 stays checkpointed.
     s.ok(&["rm", "-f", "c2"]);

@@ -294,7 +294,8 @@ impl Engine {
             let criu_conf = self.criu_config_path(&c.id);
             let _ = std::fs::remove_file(&criu_conf);
             // (the network lock is the dump's choice: see `criu::config_file`)
-            let conf = criu::config_file(false, None);
+            let images = source.join(names::CHECKPOINT_DIR);
+            let conf = criu::restore_config_file(&images);
             if !conf.is_empty() {
                 std::fs::write(&criu_conf, conf).map_err(|e| EngineError::io(&criu_conf, e))?;
             }
@@ -307,7 +308,6 @@ impl Engine {
             if opts.criu.file_locks {
                 runtime_opts.push("--file-locks".to_string());
             }
-            let images = source.join(names::CHECKPOINT_DIR);
             if let Some(d) = lazy_daemon {
                 d.wait_ready()
                     .map_err(|e| EngineError::msg(format!("restoring {}: {e}", c.name)))?;

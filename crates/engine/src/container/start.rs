@@ -247,6 +247,7 @@ impl Engine {
             let setup = s.spawn(|| {
                 let res = net.run(networks);
                 net.gate.open(res.is_ok());
+                crate::progress::mark("restore: network set up, gate open");
                 res
             });
             let spawned = conmon::spawn(&args);
