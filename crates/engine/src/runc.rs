@@ -175,11 +175,15 @@ impl Runc {
     /// Freezes a running container until the returned guard is dropped: its files hold still
     /// while they are archived after a `--leave-running` dump. `None` when it cannot be frozen.
     pub fn freeze(&self, id: &str) -> Option<Frozen> {
+        self.frozen_freezer(id).map(Frozen)
+    }
+
+    /// The container's freezer, once it has frozen the container; `None` when it cannot.
+    fn frozen_freezer(&self, id: &str) -> Option<Freezer> {
         StateFile::read(&self.root, id)
             .as_ref()
             .and_then(StateFile::freezer)
             .filter(Freezer::freeze)
-            .map(Frozen)
     }
 
     /// `runc checkpoint`: dumps the container through CRIU into `image_path`, writing CRIU's
@@ -216,11 +220,7 @@ impl Runc {
         // FREEZING (the usual case), it sleeps 100 ms before looking again. Frozen here first
         // (about a millisecond), CRIU finds it FROZEN and goes straight on; it thaws the cgroup
         // itself once it has seized the tasks.
-        let st = StateFile::read(&self.root, id);
-        let frozen = st
-            .as_ref()
-            .and_then(StateFile::freezer)
-            .filter(Freezer::freeze);
+        let frozen = self.frozen_freezer(id);
         // Frozen, and holding no inet socket, the container cannot tell its network going.
         let beside = beside.filter(|_| {
             !leave_running
@@ -306,11 +306,15 @@ pub struct RestoreGate {
     writer: std::fs::File,
 }
 
+/// Where the gate's hook lives, under the runtime root: `criu/network-gate`.
+const GATE_DIR: &str = "criu";
+const GATE_SCRIPT: &str = "network-gate";
+
 impl RestoreGate {
     /// A gate in directory `dir`; `None` when the script or FIFO cannot be made.
     pub fn new(dir: &Path, runc_root: &Path) -> Option<RestoreGate> {
-        let criu_dir = runc_root.parent().unwrap_or(runc_root).join("criu");
-        let script = criu_dir.join("network-gate");
+        let criu_dir = runc_root.parent().unwrap_or(runc_root).join(GATE_DIR);
+        let script = criu_dir.join(GATE_SCRIPT);
         let script_body = "#!/bin/sh\n\
              # written by stasis: a restore waits here (a runc prestart hook) until its network\n\
              # is set up; $1 is the FIFO stasis writes ok or fail to\n\
@@ -351,7 +355,7 @@ impl RestoreGate {
     pub fn is_gate_hook(hook: &serde_json::Value) -> bool {
         hook["path"]
             .as_str()
-            .is_some_and(|p| p.ends_with("/criu/network-gate"))
+            .is_some_and(|p| p.ends_with(&format!("/{GATE_DIR}/{GATE_SCRIPT}")))
     }
 
     /// Lets the restore go on (`ok`) or fail.
