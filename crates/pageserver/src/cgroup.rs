@@ -19,7 +19,7 @@
 //! [`cgroups_are_flat`] says which.
 
 use crate::error::{Error, Result};
-use crate::image::{Fields, Value, IMG_COMMON_MAGIC};
+use crate::image::{Fields, Records, Value, IMG_COMMON_MAGIC};
 
 /// Second word of a cgroup image.
 pub const CGROUP_MAGIC: u32 = 0x5938_3330;
@@ -35,25 +35,13 @@ pub fn cgroups_are_flat(bytes: &[u8]) -> Result<bool> {
     if bytes.len() > MAX_CGROUP_IMAGE {
         return Err(bad(format!("{} bytes is too large", bytes.len())));
     }
-    let word = |at: usize| {
-        bytes
-            .get(at..at + 4)
-            .map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-    };
-    if word(0) != Some(IMG_COMMON_MAGIC) || word(4) != Some(CGROUP_MAGIC) {
+    let mut r = Records::new(bytes, MAX_CGROUP_IMAGE);
+    if r.u32() != Some(IMG_COMMON_MAGIC) || r.u32() != Some(CGROUP_MAGIC) {
         return Err(bad("not a cgroup image (magic)".into()));
     }
-    let mut pos = 8;
     let mut sets = 0usize;
     let mut flat = true;
-    while pos < bytes.len() {
-        let len = word(pos).ok_or_else(|| bad(format!("truncated record at byte {pos}")))?;
-        let start = pos + 4;
-        let body = start
-            .checked_add(len as usize)
-            .and_then(|end| bytes.get(start..end))
-            .ok_or_else(|| bad(format!("record at byte {pos} is truncated")))?;
-        pos = start + body.len();
+    while let Some((_, body)) = r.record()? {
         let mut f = Fields::new(body);
         while let Some((field, v)) = f.next().map_err(|e| bad(e.into()))? {
             match (field, v) {

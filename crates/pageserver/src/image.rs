@@ -135,7 +135,7 @@ impl Pagemap {
                 bytes.len()
             )));
         }
-        let mut r = Records { bytes, pos: 0 };
+        let mut r = Records::new(bytes, MAX_RECORD);
         let magic = r
             .u32()
             .ok_or_else(|| bad("shorter than its magic".into()))?;
@@ -303,21 +303,31 @@ fn bad(msg: String) -> Error {
     Error::BadImage(msg)
 }
 
-/// Reader of `u32 length` + payload records.
-struct Records<'a> {
+/// Reader of a CRIU image's words and `u32 length` + payload records.
+pub(crate) struct Records<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// Longer records are refused.
+    max_record: usize,
 }
 
 impl<'a> Records<'a> {
-    fn u32(&mut self) -> Option<u32> {
+    pub(crate) fn new(bytes: &'a [u8], max_record: usize) -> Self {
+        Records {
+            bytes,
+            pos: 0,
+            max_record,
+        }
+    }
+
+    pub(crate) fn u32(&mut self) -> Option<u32> {
         let b = self.bytes.get(self.pos..self.pos + 4)?;
         self.pos += 4;
         Some(u32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     /// `None` at the end of the image.
-    fn record(&mut self) -> Result<Option<(usize, &'a [u8])>> {
+    pub(crate) fn record(&mut self) -> Result<Option<(usize, &'a [u8])>> {
         if self.pos == self.bytes.len() {
             return Ok(None);
         }
@@ -326,9 +336,10 @@ impl<'a> Records<'a> {
             .u32()
             .ok_or_else(|| bad(format!("truncated record length at byte {at}")))?;
         let len = len as usize;
-        if len > MAX_RECORD {
+        if len > self.max_record {
             return Err(bad(format!(
-                "record of {len} bytes at byte {at} (at most {MAX_RECORD} expected)"
+                "record of {len} bytes at byte {at} (at most {} expected)",
+                self.max_record
             )));
         }
         let body = self
