@@ -39,8 +39,6 @@ pub struct ConmonArgs {
     pub restore: Option<PathBuf>,
     /// Extra options for `runc restore` (`--tcp-established`, `--file-locks`, ...).
     pub runtime_opts: Vec<String>,
-    /// Extra environment of conmon, which passes it on to runc, and runc to CRIU.
-    pub env: Vec<(String, String)>,
 }
 
 impl ConmonArgs {
@@ -97,8 +95,7 @@ pub fn spawn(args: &ConmonArgs) -> Result<i32, ConmonError> {
     let err_path = args.pidfile.with_file_name("conmon.err");
     let err_file = std::fs::File::create(&err_path).map_err(ConmonError::Spawn)?;
     let mut cmd = Command::new(&args.conmon);
-    cmd.envs(args.env.iter().map(|(k, v)| (k, v)))
-        .args(args.argv())
+    cmd.args(args.argv())
         .env("_OCI_SYNCPIPE", "3")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -191,7 +188,6 @@ mod tests {
             exit_command: vec!["/bin/stasis".into(), "container".into(), "cleanup".into()],
             restore: Some("/b/checkpoint".into()),
             runtime_opts: vec!["--tcp-established".into()],
-            env: Vec::new(),
         };
         let v = a.argv();
         let j = v.join(" ");

@@ -312,37 +312,66 @@ impl Engine {
         })
     }
 
-    /// Sets up the container's networks; writes their status to the bundle's network.status.
-    pub(crate) fn network_setup(
+    /// The request to set the container's networks up with (`reuse`: addresses to ask for
+    /// again), and, when it reuses some, the same request without them (see
+    /// [`set_up_network`]).
+    pub(crate) fn setup_requests(
         &self,
         c: &ContainerRecord,
         reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
-    ) -> Result<Option<NetworkStatus>, EngineError> {
-        let Some(attach) = self.attach_request(c, reuse) else {
-            return Ok(None);
-        };
-        let status = self.networks.setup(&attach)?;
-        let p = self
-            .layout
-            .bundle(&c.id)
-            .join(stasis_archive::names::NETWORK_STATUS);
-        let body = stasis_archive::network::to_json_pretty(&status)
-            .map_err(|e| EngineError::msg(e.to_string()))?;
-        std::fs::write(&p, body).map_err(|e| EngineError::io(&p, e))?;
-        Ok(Some(status))
+    ) -> Option<(Attach, Option<Attach>)> {
+        let attach = self.attach_request(c, reuse)?;
+        let fresh = (!reuse.is_empty())
+            .then(|| self.attach_request(c, &BTreeMap::new()))
+            .flatten();
+        Some((attach, fresh))
+    }
+
+    /// Where the container's network status is recorded (its bundle's network.status).
+    pub(crate) fn network_status_path(&self, id: &str) -> PathBuf {
+        self.layout
+            .bundle(id)
+            .join(stasis_archive::names::NETWORK_STATUS)
     }
 
     /// Tears the container's networks down (errors reported, not fatal for the caller).
     pub(crate) fn network_teardown(&self, c: &ContainerRecord) -> Result<(), EngineError> {
         if let Some(attach) = self.attach_request(c, &BTreeMap::new()) {
-            if !self.networks.leases_of(&c.id)?.is_empty()
-                || !self.networks.ports_of(&c.id)?.is_empty()
-            {
-                self.networks.teardown(&attach)?;
-            }
+            self.networks.teardown_if_attached(&attach)?;
         }
         Ok(())
     }
+}
+
+/// Sets up container `name`'s networks (`attach`) and records their status in `status_path`.
+/// A reused (dynamic) address another container took meanwhile gets a new one, as a new
+/// container would, when `fresh` (the request without the addresses to reuse) is given; static
+/// addresses of the config still fail. Needs no engine: a restore runs it on a thread of its
+/// own, beside runc.
+pub(crate) fn set_up_network(
+    networks: &stasis_network::NetworkStore,
+    name: &str,
+    attach: &Attach,
+    fresh: Option<&Attach>,
+    status_path: &Path,
+) -> Result<NetworkStatus, EngineError> {
+    let status = match (networks.setup(attach), fresh) {
+        (
+            Err(
+                stasis_network::NetworkError::IpInUse { .. }
+                | stasis_network::NetworkError::MacInUse { .. },
+            ),
+            Some(fresh),
+        ) => {
+            eprintln!("the address container {name} had is taken now: it gets a new one");
+            networks.setup(fresh)?
+        }
+        (other, _) => other?,
+    };
+    let body = stasis_archive::network::to_json_pretty(&status)
+        .map_err(|e| EngineError::msg(e.to_string()))?;
+    std::fs::write(status_path, body).map_err(|e| EngineError::io(status_path, e))?;
+    Ok(status)
 }
 
 /// Addresses to reuse on restore, from a network.status: network → (IPs, MAC).

@@ -6,6 +6,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::conmon::{self, ConmonArgs};
+use crate::container::mounts_and_networks::set_up_network;
 use crate::db::{self, ContainerRecord, State};
 use crate::spec::{self, SpecInput};
 use crate::{mounts, netns, user, Engine, EngineError};
@@ -165,20 +166,15 @@ impl Engine {
         let status = if let Some(owner) = shared_net {
             self.read_network_status(owner)
         } else if self.networks.leases_of(&c.id)?.is_empty() {
-            match self.network_setup(c, reuse) {
-                // A reused (dynamic) address another container took meanwhile: take a new
-                // one, as a new container would. Static addresses of the config still fail.
-                Err(EngineError::Network(
-                    stasis_network::NetworkError::IpInUse { .. }
-                    | stasis_network::NetworkError::MacInUse { .. },
-                )) if !reuse.is_empty() => {
-                    eprintln!(
-                        "the address container {} had is taken now: it gets a new one",
-                        c.name
-                    );
-                    self.network_setup(c, &BTreeMap::new())?
-                }
-                other => other?,
+            match self.setup_requests(c, reuse) {
+                Some((attach, fresh)) => Some(set_up_network(
+                    &self.networks,
+                    &c.name,
+                    &attach,
+                    fresh.as_ref(),
+                    &self.network_status_path(&c.id),
+                )?),
+                None => None,
             }
         } else {
             self.read_network_status(&c.id)
@@ -195,8 +191,8 @@ impl Engine {
         reuse: &BTreeMap<String, (Vec<IpAddr>, Option<String>)>,
     ) -> Result<Option<NetworkBeside>, EngineError> {
         let shared = c.config.network_mode.starts_with("container:");
-        let attach = self.attach_request(c, reuse);
-        let (Some(attach), false, Some(ns)) = (attach, shared, &c.config.netns) else {
+        let requests = self.setup_requests(c, reuse);
+        let (Some((attach, fresh)), false, Some(ns)) = (requests, shared, &c.config.netns) else {
             self.prepare_network(c, reuse)?;
             return Ok(None);
         };
@@ -214,17 +210,11 @@ impl Engine {
             netns::create(ns).map_err(|e| EngineError::io(ns, e))?;
         }
         write_host_files(&run, c, None)?;
-        let fresh = (!reuse.is_empty())
-            .then(|| self.attach_request(c, &BTreeMap::new()))
-            .flatten();
         Ok(Some(NetworkBeside {
             c: c.clone(),
             attach,
             fresh,
-            status_path: self
-                .layout
-                .bundle(&c.id)
-                .join(stasis_archive::names::NETWORK_STATUS),
+            status_path: self.network_status_path(&c.id),
             run,
             gate,
         }))
@@ -290,11 +280,7 @@ impl Engine {
 
     /// The container's saved network.status, if any.
     pub(crate) fn read_network_status(&self, id: &str) -> Option<stasis_archive::NetworkStatus> {
-        let p = self
-            .layout
-            .bundle(id)
-            .join(stasis_archive::names::NETWORK_STATUS);
-        let bytes = std::fs::read(p).ok()?;
+        let bytes = std::fs::read(self.network_status_path(id)).ok()?;
         match stasis_archive::network::parse(&bytes) {
             stasis_archive::NetworkStatusRead::Status(s) => Some(s),
             _ => None,
@@ -475,7 +461,6 @@ impl Engine {
             ],
             restore,
             runtime_opts,
-            env: Vec::new(),
         }
     }
 
@@ -507,26 +492,13 @@ impl NetworkBeside {
     /// What [`Engine::prepare_network`] does after making the namespace, for a container
     /// with networks of its own and no addresses yet.
     fn run(&self, networks: &stasis_network::NetworkStore) -> Result<(), EngineError> {
-        let status = match (networks.setup(&self.attach), &self.fresh) {
-            (
-                Err(
-                    stasis_network::NetworkError::IpInUse { .. }
-                    | stasis_network::NetworkError::MacInUse { .. },
-                ),
-                Some(fresh),
-            ) => {
-                eprintln!(
-                    "the address container {} had is taken now: it gets a new one",
-                    self.c.name
-                );
-                networks.setup(fresh)?
-            }
-            (other, _) => other?,
-        };
-        let body = stasis_archive::network::to_json_pretty(&status)
-            .map_err(|e| EngineError::msg(e.to_string()))?;
-        std::fs::write(&self.status_path, body)
-            .map_err(|e| EngineError::io(&self.status_path, e))?;
+        let status = set_up_network(
+            networks,
+            &self.c.name,
+            &self.attach,
+            self.fresh.as_ref(),
+            &self.status_path,
+        )?;
         write_host_files(&self.run, &self.c, Some(&status))
     }
 }
